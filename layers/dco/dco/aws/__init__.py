@@ -1,0 +1,1 @@
+"""AWS adapters (boto3) for the ports the core names. Never imported by the pure core."""
