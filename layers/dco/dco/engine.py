@@ -1,0 +1,402 @@
+"""The decision engine: one ad request in, one frozen Decision out, then rendered markup.
+
+Data flow (see docs/engine.md)::
+
+    AdRequest (dco.request) ──> Tier 1: snapshot.targeting.select()  -> AdTheme (or the default creative)
+                            ──> AdTheme.group -> candidate creatives (size-compatible)
+                            ──> per creative: arms
+                                  standard / video : the creative
+                                  dynamic          : product x creative pairs (dco.catalog top N)
+                                  assembled        : the creative; its slot variants are chosen after it wins
+                            ──> Tier 2: the group's rotation over the eligible arms (holdout: uniform)
+                            ──> Decision (frozen; carries propensity, holdout flag, snapshot version, explain)
+    Decision ──> landing_url() / ad_content() ──> dco.render (HTML, JS, JSON, VAST) with signed tracking URLs
+
+Everything random comes from the ``seed`` passed in (one per decision, logged in the Decision), so a decision is
+replayed exactly from (snapshot, stats, request, seed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from dco import bandit
+from dco.campaign import Campaign, Creative, Variant
+from dco.catalog import ProductPick, select_products
+from dco.errors import RequestError
+from dco.rng import make_rng
+from dco.snapshot import Snapshot
+from dco.stats import StatsTable
+
+ARM_SEP = "|"
+
+
+def creative_arm(creative_id: str) -> str:
+    return creative_id
+
+
+def product_arm(creative_id: str, product_id: str) -> str:
+    return f"{creative_id}{ARM_SEP}{product_id}"
+
+
+def component_key(creative_id: str, slot: str, variant_id: str) -> str:
+    """The stats key of one assembled-creative component variant (what component counters count)."""
+    return f"{creative_id}{ARM_SEP}{slot}={variant_id}"
+
+
+def combination_arm(creative_id: str, variants: Sequence[tuple[str, str]]) -> str:
+    return f"{creative_id}{ARM_SEP}" + ".".join(v for _, v in variants)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What was chosen for one request, and why. ``arm`` is the stats key the outcome is counted under."""
+
+    decision_id: str
+    campaign: str
+    experience: str
+    snapshot: str
+    seed: int
+    theme: str | None
+    branch: str  # tree | else | tag | default | none
+    creative: str | None
+    creative_type: str | None
+    product: str | None
+    product_row: int | None
+    variants: tuple[tuple[str, str], ...]
+    arm: str | None
+    propensity: float
+    holdout: bool
+    rotation: str
+    explain: dict[str, Any] | None = field(default=None, compare=False)
+
+    @property
+    def served(self) -> bool:
+        return self.creative is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {
+            "decision_id": self.decision_id,
+            "campaign": self.campaign,
+            "experience": self.experience,
+            "snapshot": self.snapshot,
+            "seed": self.seed,
+            "theme": self.theme,
+            "branch": self.branch,
+            "creative": self.creative,
+            "creative_type": self.creative_type,
+            "product": self.product,
+            "variants": dict(self.variants),
+            "arm": self.arm,
+            "propensity": self.propensity,
+            "holdout": self.holdout,
+            "rotation": self.rotation,
+        }
+        if self.explain is not None:
+            out["explain"] = self.explain
+        return out
+
+
+@dataclass
+class _Arm:
+    creative: Creative
+    key: str
+    product_row: int | None = None
+    product_score: float | None = None
+
+
+def _decision_id(campaign: str, seed: int, request_id: str | None) -> str:
+    import hashlib
+
+    material = f"{campaign}\x00{seed}\x00{request_id or ''}".encode()
+    return hashlib.blake2b(material, digest_size=12).hexdigest()
+
+
+def _size_ok(creative: Creative, size: str | None) -> bool:
+    return size is None or creative.size is None or creative.size == size
+
+
+class Engine:
+    """Decisions over one loaded snapshot. Build once per snapshot (warm), call :meth:`decide` per request."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+        self.campaign: Campaign = snapshot.campaign
+        self._product_ids = snapshot.columns.get("id")
+
+    # ------------------------------------------------------------------------------------------- decide
+
+    def decide(self, request: Any, stats: StatsTable, *, seed: int, explain: bool = False) -> Decision:
+        """Choose the ad for ``request`` (a :class:`dco.request.AdRequest`)."""
+        campaign = self.campaign
+        experience = campaign.experience(request.experience)
+        if experience is None:
+            raise RequestError("exp", f'unknown experience "{request.experience}" in campaign "{campaign.id}"')
+        if request.size is not None and experience.sizes and request.size not in experience.sizes:
+            raise RequestError("size", f'{request.size} is not a size of experience "{experience.id}"')
+        if request.format not in experience.formats and not (request.format == "vast" and self._has_video()):
+            raise RequestError("fmt", f'format "{request.format}" is not enabled for experience "{experience.id}"')
+
+        trace: dict[str, Any] | None = {} if explain else None
+        signals = request.signals()
+        result = self.snapshot.targeting.select(
+            experience.id, signals, request.segments, request.now, tag=request.tag
+        )
+        if trace is not None:
+            trace["targeting"] = None if result is None else {
+                "theme": result.theme,
+                "branch": result.branch,
+                "score": result.score,
+                "matched_rules": list(result.matched_rules),
+                "candidates": result.candidates,
+                "scores": [list(s) for s in result.scores],
+            }
+        holdout = campaign.holdout > 0 and bandit.in_holdout(request.holdout_key(), campaign.holdout, campaign.id)
+        rng = make_rng(seed)
+        base = {
+            "decision_id": _decision_id(campaign.id, seed, request.request_id),
+            "campaign": campaign.id,
+            "experience": experience.id,
+            "snapshot": self.snapshot.version,
+            "seed": seed,
+        }
+        if result is None:
+            return self._default(base, None, "default", holdout, trace)
+        theme = campaign.themes[result.theme]
+        group = campaign.groups[theme.group]
+        wants_video = request.format == "vast"
+        creatives = [
+            campaign.creatives[cid]
+            for cid in group.creatives
+            if (campaign.creatives[cid].type == "video") == wants_video and _size_ok(campaign.creatives[cid], request.size)
+        ]
+        arms: list[_Arm] = []
+        picks: dict[str, ProductPick] = {}
+        for creative in creatives:
+            if creative.type == "dynamic" and creative.products is not None:
+                pick = select_products(self.snapshot, creative.id, creative.products, signals)
+                picks[creative.id] = pick
+                for row, score in zip(pick.rows, pick.scores, strict=True):
+                    arms.append(_Arm(creative, product_arm(creative.id, self._product_id(row)), row, score))
+            else:
+                arms.append(_Arm(creative, creative_arm(creative.id)))
+        if trace is not None:
+            trace["group"] = group.id
+            trace["rotation"] = group.rotation
+            trace["products"] = {
+                cid: {"candidates": p.candidates, "top_n": len(p.rows), "applied": list(p.applied)}
+                for cid, p in picks.items()
+            }
+            trace["arms"] = len(arms)
+        if not arms:
+            return self._default(base, result, "default", holdout, trace, theme=result.theme)
+
+        rotation = "random" if holdout else group.rotation
+        choice = self._rotate(rotation, arms, group, stats, rng, request, trace)
+        arm = arms[choice.index]
+        propensity = choice.propensity
+        creative = arm.creative
+        variants: tuple[tuple[str, str], ...] = ()
+        product_row = arm.product_row
+        arm_key = arm.key
+        if creative.type == "assembled":
+            if creative.products is not None:
+                pick = select_products(self.snapshot, creative.id, creative.products, signals)
+                picks[creative.id] = pick
+                product_row = pick.rows[0] if pick.rows else None
+                if trace is not None:
+                    trace["products"][creative.id] = {
+                        "candidates": pick.candidates, "top_n": len(pick.rows), "applied": list(pick.applied)
+                    }
+            variants, slot_propensity = self._assemble(creative, signals, request, stats, rng, rotation, trace)
+            if variants is None:
+                return self._default(base, result, "default", holdout, trace, theme=result.theme)
+            propensity *= slot_propensity
+            arm_key = combination_arm(creative.id, variants)
+        return Decision(
+            **base,
+            theme=result.theme,
+            branch=result.branch,
+            creative=creative.id,
+            creative_type=creative.type,
+            product=None if product_row is None else self._product_id(product_row),
+            product_row=product_row,
+            variants=variants,
+            arm=arm_key,
+            propensity=propensity,
+            holdout=holdout,
+            rotation=rotation,
+            explain=trace,
+        )
+
+    def _has_video(self) -> bool:
+        return any(c.type == "video" for c in self.campaign.creatives.values())
+
+    def _product_id(self, row: int) -> str:
+        assert self._product_ids is not None
+        return self._product_ids.get(row)
+
+    def _default(
+        self,
+        base: dict[str, Any],
+        result: Any,
+        branch: str,
+        holdout: bool,
+        trace: dict[str, Any] | None,
+        theme: str | None = None,
+    ) -> Decision:
+        cid = self.campaign.default_creative
+        creative = self.campaign.creatives.get(cid) if cid else None
+        if trace is not None:
+            trace["default"] = cid
+        return Decision(
+            **base,
+            theme=theme,
+            branch=branch if creative is not None else "none",
+            creative=None if creative is None else creative.id,
+            creative_type=None if creative is None else creative.type,
+            product=None,
+            product_row=None,
+            variants=(),
+            arm=None if creative is None else creative_arm(creative.id),
+            propensity=1.0,
+            holdout=holdout,
+            rotation="default",
+            explain=trace,
+        )
+
+    def _rotate(
+        self,
+        rotation: str,
+        arms: list[_Arm],
+        group: Any,
+        stats: StatsTable,
+        rng: Any,
+        request: Any,
+        trace: dict[str, Any] | None,
+    ) -> bandit.Choice:
+        n = len(arms)
+        if rotation == "algo":
+            successes, trials = stats.counts([a.key for a in arms], self.campaign.objective)
+            choice = bandit.thompson(successes, trials, rng, prior=self.campaign.prior)
+        elif rotation == "random":
+            choice = bandit.uniform(n, rng)
+        else:
+            # weighted / sequential pick a creative; within it the best-scored product (rank 0) is shown.
+            firsts: dict[str, int] = {}
+            for i, a in enumerate(arms):
+                firsts.setdefault(a.creative.id, i)
+            present = [cid for cid in group.creatives if cid in firsts]
+            if rotation == "weighted":
+                weights = [group.weights.get(cid, 0.0) for cid in present]
+                if sum(weights) <= 0:
+                    weights = [1.0] * len(present)
+                sub = bandit.weighted(weights, rng)
+            else:
+                position = bandit.sequence_position(request.holdout_key(), int(request.now.timestamp()), 3600)
+                sub = bandit.sequential(len(present), position)
+            choice = bandit.Choice(
+                index=firsts[present[sub.index]],
+                propensity=sub.propensity,
+                method=rotation,
+                sampled=(),
+                skipped_sampling=True,
+            )
+        if trace is not None:
+            trace["choice"] = {
+                "method": choice.method,
+                "arm": arms[choice.index].key,
+                "propensity": choice.propensity,
+                "skipped_sampling": choice.skipped_sampling,
+                "top_sampled": [[arms[i].key, v] for i, v in choice.sampled],
+            }
+        return choice
+
+    def _assemble(
+        self,
+        creative: Creative,
+        signals: Mapping[str, str],
+        request: Any,
+        stats: StatsTable,
+        rng: Any,
+        rotation: str,
+        trace: dict[str, Any] | None,
+    ) -> tuple[tuple[tuple[str, str], ...] | None, float]:
+        """Choose one variant per slot: eligible by variant rules, no excluded pair, per-slot Thompson for algo.
+
+        Slots are filled in config order; for each slot the variants are ranked (sampled value for algo, a
+        uniform shuffle otherwise) and the best one not excluded by an earlier pick wins. The propensity is the
+        product of the per-slot choice probabilities (exact for uniform, estimated for Thompson).
+        """
+        from dco.targeting import rules_match
+
+        excluded: dict[str, set[str]] = {}
+        for a, b in creative.exclusions:
+            excluded.setdefault(a, set()).add(b)
+            excluded.setdefault(b, set()).add(a)
+        now_local = request.now.astimezone(_zone(self.campaign.timezone))
+        chosen: list[tuple[str, str]] = []
+        propensity = 1.0
+        slot_trace: dict[str, Any] = {}
+        for slot, variants in creative.slots.items():
+            eligible: list[Variant] = [
+                v for v in variants if v.rules is None or rules_match(v.rules, signals, request.segments, now_local)
+            ]
+            blocked = set().union(*(excluded.get(v, set()) for _, v in chosen)) if chosen else set()
+            eligible = [v for v in eligible if v.id not in blocked]
+            if not eligible:
+                return None, 0.0
+            if rotation == "algo":
+                keys = [component_key(creative.id, slot, v.id) for v in eligible]
+                successes, trials = stats.components(keys, self.campaign.objective)
+                choice = bandit.thompson(successes, trials, rng, prior=self.campaign.prior)
+            else:
+                choice = bandit.uniform(len(eligible), rng)
+            picked = eligible[choice.index]
+            propensity *= choice.propensity
+            chosen.append((slot, picked.id))
+            if trace is not None:
+                slot_trace[slot] = {
+                    "eligible": len(eligible),
+                    "chosen": picked.id,
+                    "propensity": choice.propensity,
+                    "top_sampled": [[eligible[i].id, v] for i, v in choice.sampled],
+                }
+        if trace is not None:
+            trace["slots"] = slot_trace
+        return tuple(chosen), propensity
+
+    # ------------------------------------------------------------------------------------------- content
+
+    def landing_url(self, creative_id: str, product_id: str | None) -> str | None:
+        """The landing URL held in the snapshot for a creative (and product): the only click target there is."""
+        creative = self.campaign.creatives.get(creative_id)
+        if creative is None:
+            return None
+        if product_id is not None and creative.products is not None:
+            row = self._row_of(product_id)
+            if row is not None and "link" in self.snapshot.columns:
+                return self.snapshot.columns["link"].get(row)  # type: ignore[union-attr]
+        return creative.landing_url
+
+    def _row_of(self, product_id: str) -> int | None:
+        index = getattr(self, "_id_to_row", None)
+        if index is None:
+            assert self._product_ids is not None
+            index = {self._product_ids.get(r): r for r in range(self.snapshot.rows)}
+            self._id_to_row = index
+        return index.get(product_id)
+
+
+_ZONES: dict[str, Any] = {}
+
+
+def _zone(name: str) -> Any:
+    zone = _ZONES.get(name)
+    if zone is None:
+        from zoneinfo import ZoneInfo
+
+        zone = _ZONES[name] = ZoneInfo(name)
+    return zone

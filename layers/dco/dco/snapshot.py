@@ -1,0 +1,615 @@
+"""Snapshots: the immutable, versioned, checksummed msgpack object that decide loads into warm memory.
+
+Data flow::
+
+    Campaign config (dict) + Catalog (dco.feed)
+        -> build_snapshot()  -> bytes   (byte-identical for identical inputs)
+        -> load_snapshot(bytes) -> Snapshot (campaign, compiled targeting, columnar catalog, bitmap indexes,
+                                             per-creative static eligibility and boosts)
+
+The object is one msgpack array ``["dco-snapshot", version, sha256, meta, data]``: ``meta`` is a msgpack-encoded
+map (small: campaign, compiled targeting, column and index descriptors), ``data`` one binary blob holding every
+column buffer and bitmap back to back, 8-byte aligned. Descriptors point into ``data`` with ``[offset, length]``
+pairs, so loading costs one msgpack parse of a few kilobytes, one hash over the blob and zero-copy array views;
+strings of high-cardinality columns (titles, URLs) stay UTF-8 in the blob and are decoded only for the products a
+decision renders. The layout is specified in docs/snapshot-format.md.
+"""
+
+from __future__ import annotations
+
+import array
+import hashlib
+import math
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from dco import bitmap
+from dco._accel import np
+from dco.campaign import Campaign, ProductSelection
+from dco.errors import ConfigError, CorruptSnapshotError, SnapshotError, SnapshotVersionError
+
+MAGIC = "dco-snapshot"
+FORMAT_VERSION = 1
+BUILDER = "dco/0.1.0"
+
+# A string column whose distinct values are at most this share of the rows is dictionary-encoded.
+DICT_MAX_SHARE = 0.5
+# Multi-valued columns: products with no value are indexed under this key ("available everywhere").
+EVERYWHERE = "*"
+# Columns whose values are compared with request signals: normalised like docs/signals.md.
+_UPPER_COLUMNS = frozenset({"country"})
+
+
+def normalize_value(column: str, value: str) -> str:
+    """Normalise an indexed value the way request signals are normalised (country upper, else casefold)."""
+    value = value.strip()
+    return value.upper() if column in _UPPER_COLUMNS else value.casefold()
+
+
+# --------------------------------------------------------------------------------------------------- building
+
+
+class _Blob:
+    """Appends buffers 8-byte aligned and hands back ``[offset, length]`` descriptors."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.size = 0
+
+    def add(self, data: bytes) -> list[int]:
+        pad = (-self.size) % 8
+        if pad:
+            self.parts.append(b"\0" * pad)
+            self.size += pad
+        offset = self.size
+        self.parts.append(data)
+        self.size += len(data)
+        return [offset, len(data)]
+
+    def getvalue(self) -> bytes:
+        return b"".join(self.parts)
+
+
+def _uint_code(max_value: int) -> str:
+    if max_value < 1 << 8:
+        return "B"
+    if max_value < 1 << 16:
+        return "H"
+    return "I"
+
+
+def _pack_array(typecode: str, values: Iterable[Any]) -> bytes:
+    arr = array.array(typecode, values)
+    if sys.byteorder != "little":  # pragma: no cover - the format is little-endian
+        arr.byteswap()
+    return arr.tobytes()
+
+
+def _encode_text(values: Sequence[str]) -> tuple[bytes, bytes, str]:
+    """UTF-8 blob and end offsets (``offsets[i]`` is where string i ends)."""
+    encoded = [v.encode("utf-8") for v in values]
+    data = b"".join(encoded)
+    ends: list[int] = []
+    total = 0
+    for item in encoded:
+        total += len(item)
+        ends.append(total)
+    code = "I" if total < 1 << 32 else "Q"
+    return data, _pack_array(code, ends), code
+
+
+def _dict_encode(values: Sequence[str]) -> tuple[list[str], list[int]]:
+    dictionary = sorted(set(values))
+    position = {v: i for i, v in enumerate(dictionary)}
+    return dictionary, [position[v] for v in values]
+
+
+def _inverted_index(
+    column: str, per_row: Sequence[Iterable[str]], blob: _Blob
+) -> dict[str, Any]:
+    value_to_rows: dict[str, list[int]] = {}
+    for row, values in enumerate(per_row):
+        for value in values:
+            value_to_rows.setdefault(value, []).append(row)
+    keys = sorted(value_to_rows)
+    return {
+        "values": keys,
+        "bitmaps": [blob.add(bitmap.serialize(bitmap.from_sorted(value_to_rows[k]))) for k in keys],
+    }
+
+
+def _rows_of_index(column: str, catalog: Any) -> list[tuple[str, ...]] | None:
+    """The normalised values per product of an indexed column, or None if the catalog has no such column."""
+    if column in catalog.multi:
+        return [
+            tuple(sorted({normalize_value(column, v) for v in values})) or (EVERYWHERE,)
+            for values in catalog.multi[column]
+        ]
+    if column in catalog.text:
+        return [(normalize_value(column, v),) if v.strip() else () for v in catalog.text[column]]
+    return None
+
+
+def _static_selection(
+    selection: ProductSelection, catalog: Any, index_rows: Mapping[str, list[tuple[str, ...]]], path: str
+) -> tuple[list[int], list[float]]:
+    """Products passing the request-independent filters, and the product of request-independent boosts."""
+    n = len(catalog)
+    keep = [True] * n
+    boosts = [1.0] * n
+    for i, flt in enumerate(selection.filters):
+        if flt.source is not None:
+            continue
+        where = f"{path}.filters[{i}]"
+        if flt.min is not None or flt.max is not None:
+            column = catalog.numeric.get(flt.column)
+            if column is None:
+                raise ConfigError(f"{where}.column", f'"{flt.column}" is not a numeric feed column')
+            lo = -math.inf if flt.min is None else flt.min
+            hi = math.inf if flt.max is None else flt.max
+            for row, value in enumerate(column):
+                inside = lo <= value <= hi
+                if inside == flt.exclude:
+                    keep[row] = False
+            continue
+        rows = index_rows.get(flt.column)
+        if rows is None:
+            raise ConfigError(f"{where}.column", f'"{flt.column}" is not an indexed feed column')
+        accepted = {normalize_value(flt.column, v) for v in flt.values}
+        if flt.column in catalog.multi:
+            accepted.add(EVERYWHERE)
+        for row, values in enumerate(rows):
+            hit = any(v in accepted for v in values)
+            if hit == flt.exclude:
+                keep[row] = False
+    for i, boost in enumerate(selection.boosts):
+        if not boost.is_static:
+            continue
+        where = f"{path}.boosts[{i}]"
+        if boost.min is not None or boost.max is not None:
+            column = catalog.numeric.get(boost.column)
+            if column is None:
+                raise ConfigError(f"{where}.column", f'"{boost.column}" is not a numeric feed column')
+            lo = -math.inf if boost.min is None else boost.min
+            hi = math.inf if boost.max is None else boost.max
+            for row, value in enumerate(column):
+                if lo <= value <= hi:
+                    boosts[row] *= boost.factor
+            continue
+        texts = catalog.text.get(boost.column)
+        if texts is None:
+            raise ConfigError(f"{where}.column", f'"{boost.column}" is not a feed column')
+        accepted = {normalize_value(boost.column, v) for v in boost.values}
+        for row, value in enumerate(texts):
+            if normalize_value(boost.column, value) in accepted:
+                boosts[row] *= boost.factor
+    return [row for row in range(n) if keep[row]], boosts
+
+
+def _check_selection_columns(selection: ProductSelection, catalog: Any, indexed: Iterable[str], path: str) -> None:
+    indexed = set(indexed)
+    for i, flt in enumerate(selection.filters):
+        if flt.source is not None and flt.column not in indexed:
+            raise ConfigError(
+                f"{path}.filters[{i}].column",
+                f'"{flt.column}" must be listed in feed.indexes to filter on a request signal',
+            )
+    for i, boost in enumerate(selection.boosts):
+        if boost.source is not None and boost.min is None and boost.max is None and boost.column not in catalog.text:
+            raise ConfigError(f"{path}.boosts[{i}].column", f'"{boost.column}" is not a feed column')
+
+
+def to_plain(value: Any) -> Any:
+    """Config data as msgpack-safe plain values (YAML may yield dates; tuples become lists)."""
+    if isinstance(value, Mapping):
+        return {str(k): to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_plain(v) for v in value]
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value
+
+
+def build_snapshot(
+    campaign_data: Mapping[str, Any],
+    catalog: Any,
+    *,
+    campaign: Campaign | None = None,
+    feed_sha256: str | None = None,
+    built_at: int | None = None,
+) -> bytes:
+    """Compile a campaign config and a parsed catalog into snapshot bytes.
+
+    ``campaign_data`` is the config as loaded from JSON/YAML (kept in the snapshot and re-validated on load);
+    ``catalog`` is a :class:`dco.feed.Catalog`. Nothing here reads a clock: ``built_at`` (unix seconds) is
+    recorded only when given, so the same inputs always give the same bytes.
+    """
+    from dco.config import campaign_from_dict
+    from dco.targeting import compile_targeting
+
+    campaign_data = to_plain(campaign_data)
+    if campaign is None:
+        campaign = campaign_from_dict(campaign_data)
+    blob = _Blob()
+    n = len(catalog)
+
+    # Columns.
+    columns: dict[str, Any] = {}
+    ids = list(catalog.ids)
+    data, ends, code = _encode_text(ids)
+    columns["id"] = {"kind": "text", "data": blob.add(data), "ends": blob.add(ends), "type": code}
+    for name in sorted(catalog.text):
+        values = catalog.text[name]
+        distinct = len(set(values))
+        if n and distinct <= max(1, int(n * DICT_MAX_SHARE)):
+            dictionary, codes = _dict_encode(values)
+            tc = _uint_code(max(len(dictionary) - 1, 0))
+            columns[name] = {"kind": "dict", "values": dictionary, "codes": blob.add(_pack_array(tc, codes)), "type": tc}
+        else:
+            data, ends, code = _encode_text(values)
+            columns[name] = {"kind": "text", "data": blob.add(data), "ends": blob.add(ends), "type": code}
+    for name in sorted(catalog.numeric):
+        columns[name] = {"kind": "f8", "data": blob.add(_pack_array("d", catalog.numeric[name]))}
+    for name in sorted(catalog.multi):
+        if name in columns:
+            continue
+        joined = [" ".join(v) for v in catalog.multi[name]]
+        data, ends, code = _encode_text(joined)
+        columns[name] = {"kind": "list", "data": blob.add(data), "ends": blob.add(ends), "type": code}
+
+    # Inverted indexes.
+    index_rows: dict[str, list[tuple[str, ...]]] = {}
+    for i, column in enumerate(campaign.feed.indexes):
+        rows = _rows_of_index(column, catalog)
+        if rows is None:
+            raise ConfigError(f"feed.indexes[{i}]", f'"{column}" is not a column of the feed')
+        index_rows[column] = rows
+    indexes = {column: _inverted_index(column, index_rows[column], blob) for column in sorted(index_rows)}
+
+    # Per-creative precomputation: static eligibility and static boosts.
+    creatives: dict[str, Any] = {}
+    position = {c.get("id"): i for i, c in enumerate(campaign_data.get("creatives", []))}
+    for cid in sorted(campaign.creatives):
+        creative = campaign.creatives[cid]
+        if creative.products is None:
+            continue
+        path = f"creatives[{position.get(cid, cid)}].products"
+        _check_selection_columns(creative.products, catalog, campaign.feed.indexes, path)
+        eligible, boosts = _static_selection(creative.products, catalog, index_rows, path)
+        creatives[cid] = {
+            "eligible": blob.add(bitmap.serialize(bitmap.from_sorted(eligible))),
+            "boosts": blob.add(_pack_array("f", boosts)),
+            "eligible_count": len(eligible),
+        }
+
+    meta = {
+        "build": {
+            "builder": BUILDER,
+            "campaign_id": campaign.id,
+            "campaign_sha256": hashlib.sha256(msgpack.packb(dict(campaign_data))).hexdigest(),
+            "feed_sha256": feed_sha256,
+            "products": n,
+            "built_at": built_at,
+        },
+        "campaign": dict(campaign_data),
+        "targeting": compile_targeting(campaign),
+        "catalog": {"rows": n, "columns": columns, "indexes": indexes, "creatives": creatives},
+    }
+    meta_bytes = msgpack.packb(meta, use_bin_type=True)
+    data_bytes = blob.getvalue()
+    digest = hashlib.sha256(meta_bytes)
+    digest.update(data_bytes)
+    return msgpack.packb([MAGIC, FORMAT_VERSION, digest.digest(), meta_bytes, data_bytes], use_bin_type=True)
+
+
+# ---------------------------------------------------------------------------------------------------- loading
+
+
+def _view(data: Any, desc: Sequence[int], typecode: str) -> Any:
+    """A read-only array over ``data[offset:offset+length]``: numpy without a copy, else a memoryview cast."""
+    offset, length = desc
+    if np is not None:
+        dtype = {"B": "<u1", "H": "<u2", "I": "<u4", "Q": "<u8", "d": "<f8", "f": "<f4"}[typecode]
+        return np.frombuffer(data, dtype=dtype, count=length // np.dtype(dtype).itemsize, offset=offset)
+    view = memoryview(data)[offset : offset + length]
+    if sys.byteorder != "little":  # pragma: no cover
+        arr = array.array(typecode)
+        arr.frombytes(view)
+        arr.byteswap()
+        return arr
+    return view.cast(typecode)
+
+
+class TextColumn:
+    """UTF-8 strings stored back to back; decoded one at a time."""
+
+    __slots__ = ("_data", "_ends")
+
+    def __init__(self, data: bytes, desc: Mapping[str, Any]) -> None:
+        offset, length = desc["data"]
+        self._data = memoryview(data)[offset : offset + length]
+        self._ends = _view(data, desc["ends"], desc["type"])
+
+    def __len__(self) -> int:
+        return len(self._ends)
+
+    def get(self, row: int) -> str:
+        start = int(self._ends[row - 1]) if row else 0
+        return str(self._data[start : int(self._ends[row])], "utf-8")
+
+
+class DictColumn:
+    """Dictionary-encoded strings: ``values[codes[row]]``."""
+
+    __slots__ = ("values", "codes", "_position")
+
+    def __init__(self, data: bytes, desc: Mapping[str, Any]) -> None:
+        self.values: list[str] = list(desc["values"])
+        self.codes = _view(data, desc["codes"], desc["type"])
+        self._position: dict[str, int] | None = None
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def get(self, row: int) -> str:
+        return self.values[self.codes[row]]
+
+    def code_of(self, value: str) -> int | None:
+        """The code of ``value`` compared case-insensitively (casefold), or None if no product has it."""
+        if self._position is None:
+            position: dict[str, int] = {}
+            for i, v in enumerate(self.values):
+                position.setdefault(v.strip().casefold(), i)
+            self._position = position
+        return self._position.get(value.casefold())
+
+
+class NumericColumn:
+    __slots__ = ("values",)
+
+    def __init__(self, data: bytes, desc: Mapping[str, Any]) -> None:
+        self.values = _view(data, desc["data"], "d")
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def get(self, row: int) -> float:
+        return float(self.values[row])
+
+
+class ListColumn(TextColumn):
+    """A multi-valued column stored space-joined."""
+
+    def get_list(self, row: int) -> tuple[str, ...]:
+        text = self.get(row)
+        return tuple(text.split(" ")) if text else ()
+
+
+Column = TextColumn | DictColumn | NumericColumn | ListColumn
+
+
+@dataclass
+class CreativeProducts:
+    """Request-independent part of a creative's product selection, computed at build time."""
+
+    eligible: Any  # bitmap of products passing the static filters
+    boosts: Any  # float32 per product: product of the static boosts
+    eligible_count: int
+
+
+@dataclass
+class Snapshot:
+    """A loaded snapshot. Immutable by convention: decide shares one instance across requests."""
+
+    version: str  # "sha256:<hex>" of the content: the snapshot's identity
+    format_version: int
+    build: dict[str, Any]
+    campaign: Campaign
+    campaign_data: dict[str, Any]
+    targeting_data: dict[str, Any]
+    rows: int
+    columns: dict[str, Column]
+    index_values: dict[str, list[str]]
+    creative_products: dict[str, CreativeProducts]
+    nbytes: int
+    _index_raw: dict[str, list[Any]] = field(default_factory=dict, repr=False)
+    _index_cache: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
+    _index_pos: dict[str, dict[str, int]] = field(default_factory=dict, repr=False)
+    _targeting: Any = field(default=None, repr=False)
+
+    @property
+    def targeting(self) -> Any:
+        """The Tier-1 evaluator (``dco.targeting.Targeting``), built on first use."""
+        if self._targeting is None:
+            from dco.targeting import Targeting
+
+            self._targeting = Targeting.from_compiled(self.targeting_data, self.campaign.timezone)
+        return self._targeting
+
+    def index(self, column: str, value: str) -> Any | None:
+        """The bitmap of products whose indexed ``column`` has ``value`` (normalised), or None."""
+        key = (column, value)
+        hit = self._index_cache.get(key)
+        if hit is not None:
+            return hit
+        positions = self._index_pos.get(column)
+        if positions is None:
+            return None
+        i = positions.get(normalize_value(column, value))
+        if i is None:
+            return None
+        bm = bitmap.deserialize(self._index_raw[column][i])
+        self._index_cache[key] = bm
+        return bm
+
+    def has_index(self, column: str) -> bool:
+        return column in self._index_pos
+
+    def index_cardinalities(self) -> dict[str, dict[str, int]]:
+        return {
+            column: {v: bitmap.cardinality(self.index(column, v)) for v in values}  # type: ignore[arg-type]
+            for column, values in self.index_values.items()
+        }
+
+    def product(self, row: int, fields: Iterable[str] | None = None) -> dict[str, Any]:
+        """The product at ``row`` as a dict of its column values (decoded on demand)."""
+        names = self.columns if fields is None else fields
+        out: dict[str, Any] = {}
+        for name in names:
+            column = self.columns.get(name)
+            if column is None:
+                continue
+            out[name] = column.get_list(row) if isinstance(column, ListColumn) else column.get(row)
+        return out
+
+
+def _fail(message: str) -> CorruptSnapshotError:
+    return CorruptSnapshotError(f"corrupt snapshot: {message}")
+
+
+def read_header(blob: bytes) -> tuple[int, str]:
+    """``(format_version, version)`` of a snapshot object without verifying it (for listings)."""
+    try:
+        outer = msgpack.unpackb(blob, raw=False)
+    except Exception as exc:
+        raise _fail(f"not a msgpack object ({exc.__class__.__name__})") from None
+    if not isinstance(outer, list) or len(outer) != 5 or outer[0] != MAGIC:
+        raise _fail("not a dco snapshot (bad magic)")
+    return int(outer[1]), "sha256:" + bytes(outer[2]).hex()
+
+
+def load_snapshot(blob: bytes) -> Snapshot:
+    """Verify and load snapshot bytes.
+
+    Raises :class:`CorruptSnapshotError` when the object is truncated, altered or not a snapshot, and
+    :class:`SnapshotVersionError` when it was written by a newer format version.
+    """
+    try:
+        outer = msgpack.unpackb(blob, raw=False, use_list=True)
+    except Exception as exc:
+        raise _fail(f"not a msgpack object ({exc.__class__.__name__})") from None
+    if not isinstance(outer, list) or len(outer) != 5 or outer[0] != MAGIC:
+        raise _fail("not a dco snapshot (bad magic)")
+    _, fmt, expected, meta_bytes, data = outer
+    if not isinstance(fmt, int) or fmt < 1:
+        raise _fail("bad format version field")
+    if fmt > FORMAT_VERSION:
+        raise SnapshotVersionError(
+            f"snapshot format version {fmt} is newer than this code reads (<= {FORMAT_VERSION}); upgrade the layer"
+        )
+    if not isinstance(expected, bytes) or not isinstance(meta_bytes, bytes) or not isinstance(data, bytes):
+        raise _fail("bad field types")
+    digest = hashlib.sha256(meta_bytes)
+    digest.update(data)
+    if digest.digest() != expected:
+        raise _fail("checksum mismatch (the object was altered or truncated)")
+    try:
+        meta = msgpack.unpackb(meta_bytes, raw=False, strict_map_key=False)
+        return _materialize(meta, data, expected, fmt, len(blob))
+    except SnapshotError:
+        raise
+    except ConfigError as exc:
+        raise _fail(f"embedded campaign is invalid: {exc}") from None
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise _fail(f"bad structure ({exc.__class__.__name__}: {exc})") from None
+
+
+def _materialize(meta: dict[str, Any], data: bytes, digest: bytes, fmt: int, nbytes: int) -> Snapshot:
+    from dco.config import campaign_from_dict
+
+    catalog = meta["catalog"]
+    rows = int(catalog["rows"])
+    size = len(data)
+
+    def check(desc: Sequence[int]) -> None:
+        if len(desc) != 2 or desc[0] < 0 or desc[1] < 0 or desc[0] + desc[1] > size:
+            raise _fail("a descriptor points outside the data blob")
+
+    columns: dict[str, Column] = {}
+    for name, desc in catalog["columns"].items():
+        kind = desc["kind"]
+        for key in ("data", "ends", "codes"):
+            if key in desc:
+                check(desc[key])
+        column: Column
+        if kind == "text":
+            column = TextColumn(data, desc)
+        elif kind == "list":
+            column = ListColumn(data, desc)
+        elif kind == "dict":
+            column = DictColumn(data, desc)
+        elif kind == "f8":
+            column = NumericColumn(data, desc)
+        else:
+            raise _fail(f"unknown column kind {kind!r}")
+        if len(column) != rows:
+            raise _fail(f"column {name!r} has {len(column)} rows, expected {rows}")
+        columns[name] = column
+
+    index_values: dict[str, list[str]] = {}
+    index_raw: dict[str, list[Any]] = {}
+    index_pos: dict[str, dict[str, int]] = {}
+    view = memoryview(data)
+    for column_name, idx in catalog["indexes"].items():
+        values = list(idx["values"])
+        raws = []
+        for desc in idx["bitmaps"]:
+            check(desc)
+            raws.append(view[desc[0] : desc[0] + desc[1]])
+        index_values[column_name] = values
+        index_raw[column_name] = raws
+        index_pos[column_name] = {v: i for i, v in enumerate(values)}
+
+    creative_products: dict[str, CreativeProducts] = {}
+    for cid, desc in catalog["creatives"].items():
+        check(desc["eligible"])
+        check(desc["boosts"])
+        off, length = desc["eligible"]
+        creative_products[cid] = CreativeProducts(
+            eligible=bitmap.deserialize(view[off : off + length]),
+            boosts=_view(data, desc["boosts"], "f"),
+            eligible_count=int(desc["eligible_count"]),
+        )
+
+    campaign_data = meta["campaign"]
+    return Snapshot(
+        version="sha256:" + digest.hex(),
+        format_version=fmt,
+        build=meta["build"],
+        campaign=campaign_from_dict(campaign_data),
+        campaign_data=campaign_data,
+        targeting_data=meta["targeting"],
+        rows=rows,
+        columns=columns,
+        index_values=index_values,
+        creative_products=creative_products,
+        nbytes=nbytes,
+        _index_raw=index_raw,
+        _index_pos=index_pos,
+    )
+
+
+def describe(snapshot: Snapshot) -> dict[str, Any]:
+    """A JSON-ready summary for ``dco snapshot inspect``: version, hash, counts, index cardinalities, bytes."""
+    campaign = snapshot.campaign
+    return {
+        "format_version": snapshot.format_version,
+        "version": snapshot.version,
+        "bytes": snapshot.nbytes,
+        "build": snapshot.build,
+        "campaign": campaign.id,
+        "products": snapshot.rows,
+        "counts": {
+            "experiences": len(campaign.experiences),
+            "themes": len(campaign.themes),
+            "groups": len(campaign.groups),
+            "creatives": len(campaign.creatives),
+        },
+        "columns": {name: type(col).__name__.replace("Column", "").lower() for name, col in snapshot.columns.items()},
+        "indexes": snapshot.index_cardinalities(),
+        "creative_products": {cid: cp.eligible_count for cid, cp in snapshot.creative_products.items()},
+    }

@@ -1,0 +1,222 @@
+"""Snapshot build/load: round trips, determinism, corrupt and future-version rejection, catalog selection."""
+
+from __future__ import annotations
+
+import math
+
+import msgpack
+import pytest
+
+from dco import bitmap
+from dco.catalog import select_products
+from dco.config import campaign_from_dict
+from dco.errors import ConfigError, CorruptSnapshotError, SnapshotVersionError
+from dco.feed import parse_feed
+from dco.snapshot import FORMAT_VERSION, build_snapshot, describe, load_snapshot
+
+FEED = (
+    "id\ttitle\tlink\timage_link\tprice\tavailability\tproduct_type\tbrand\tcountry\tcustom_label_0\n"
+    "p1\tRain Jacket\thttps://shop.example.com/p1\thttps://cdn.example.com/p1.jpg\t120.00 USD\tin_stock\tOuterwear\tAcme\tUS\tpnw\n"
+    "p2\tSnow Boots\thttps://shop.example.com/p2\thttps://cdn.example.com/p2.jpg\t80.00 USD\tin_stock\tBoots\tNorth\tUS,CA\t\n"
+    "p3\tFleece\thttps://shop.example.com/p3\thttps://cdn.example.com/p3.jpg\t45.50 USD\tout_of_stock\tOuterwear\tAcme\t\tpnw\n"
+    "p4\tSandals\thttps://shop.example.com/p4\thttps://cdn.example.com/p4.jpg\t25.00 USD\tin_stock\tSandals\tSunny\tUS\tsoutheast\n"
+    "p5\tParka <b>\"deluxe\"</b>\thttps://shop.example.com/p5\thttps://cdn.example.com/p5.jpg\t300.00 USD\tin_stock\tOuterwear\tNorth\tCA\t\n"
+    "p6\tWool Hat\thttps://shop.example.com/p6\thttps://cdn.example.com/p6.jpg\t19.99 USD\tin_stock\tOuterwear\tAcme\tUS\t\n"
+).encode()
+
+
+def campaign_data(**over):
+    data = {
+        "id": "test-campaign",
+        "name": "Test",
+        "timezone": "America/Los_Angeles",
+        "objective": "click",
+        "holdout": 0.1,
+        "currency": "USD",
+        "default_creative": "cr-house",
+        "feed": {
+            "columns": {"category": "product_type"},
+            "indexes": ["category", "brand", "availability", "country", "custom_label_0"],
+        },
+        "experiences": [
+            {
+                "id": "main",
+                "sizes": ["300x250"],
+                "formats": ["html", "json"],
+                "targeting": "tree",
+                "tree": [{"name": "pnw", "rules": {"geo": {"region": ["pnw"]}}, "theme": "th-pnw"}],
+                "else": "th-all",
+            }
+        ],
+        "themes": [
+            {"id": "th-pnw", "weight": 10, "group": "grp"},
+            {"id": "th-all", "weight": 0, "group": "grp"},
+        ],
+        "groups": [{"id": "grp", "rotation": "algo", "creatives": ["cr-dyn"]}],
+        "creatives": [
+            {"id": "cr-house", "type": "standard", "landing_url": "https://shop.example.com/",
+             "assets": {"headline": "Shop", "image": "https://cdn.example.com/house.jpg"}},
+            {
+                "id": "cr-dyn",
+                "type": "dynamic",
+                "template": "product_card",
+                "products": {
+                    "top_n": 2,
+                    "filters": [
+                        {"column": "availability", "values": ["in_stock"]},
+                        {"column": "country", "from": "geo.country"},
+                        {"column": "category", "from": "t1"},
+                    ],
+                    "boosts": [
+                        {"column": "brand", "values": ["acme"], "factor": 1.5},
+                        {"column": "price", "min": 0, "max": 100, "factor": 2.0},
+                        {"column": "brand", "from": "ut1", "factor": 3.0},
+                    ],
+                },
+            },
+        ],
+    }
+    data.update(over)
+    return data
+
+
+@pytest.fixture(scope="module")
+def catalog():
+    result = parse_feed(FEED)
+    assert result.report.publishable, result.report.to_dict()
+    return result.catalog
+
+
+@pytest.fixture(scope="module")
+def blob(catalog):
+    return build_snapshot(campaign_data(), catalog, feed_sha256="f" * 64)
+
+
+def test_round_trip_keeps_every_column_and_product(blob, catalog):
+    snap = load_snapshot(blob)
+    assert snap.rows == 6
+    assert snap.format_version == FORMAT_VERSION
+    assert snap.version.startswith("sha256:") and len(snap.version) == 7 + 64
+    assert snap.campaign.id == "test-campaign"
+    for row, pid in enumerate(catalog.ids):
+        product = snap.product(row)
+        assert product["id"] == pid
+        assert product["title"] == catalog.text["title"][row]
+        assert product["link"] == catalog.text["link"][row]
+        assert product["price"] == catalog.numeric["price"][row]
+    assert snap.product(4)["title"] == 'Parka <b>"deluxe"</b>'
+    assert math.isnan(snap.product(0)["sale_price"]) if "sale_price" in snap.columns else True
+
+
+def test_indexes_hold_normalised_values(blob):
+    snap = load_snapshot(blob)
+    assert bitmap.to_list(snap.index("category", "outerwear")) == [0, 2, 4, 5]
+    assert bitmap.to_list(snap.index("category", "OUTERWEAR")) == [0, 2, 4, 5]
+    assert bitmap.to_list(snap.index("country", "CA")) == [1, 4]
+    assert bitmap.to_list(snap.index("country", "*")) == [2]  # no country: available everywhere
+    assert snap.index("brand", "nobody") is None
+    assert snap.index("not-indexed", "x") is None
+    cards = describe(snap)["indexes"]
+    assert cards["availability"] == {"in_stock": 5, "out_of_stock": 1}
+
+
+def test_static_eligibility_and_boosts_are_precomputed(blob):
+    snap = load_snapshot(blob)
+    static = snap.creative_products["cr-dyn"]
+    assert bitmap.to_list(static.eligible) == [0, 1, 3, 4, 5]  # p3 is out of stock
+    assert [float(b) for b in static.boosts] == [1.5, 2.0, 3.0, 2.0, 1.0, 3.0]
+
+
+def test_build_is_byte_identical(catalog):
+    a = build_snapshot(campaign_data(), catalog, feed_sha256="f" * 64)
+    b = build_snapshot(campaign_data(), parse_feed(FEED).catalog, feed_sha256="f" * 64)
+    assert a == b
+    assert build_snapshot(campaign_data(), catalog, built_at=1) != a
+
+
+def test_any_flipped_byte_is_rejected(blob):
+    positions = range(0, len(blob), max(1, len(blob) // 400))
+    for pos in positions:
+        damaged = bytearray(blob)
+        damaged[pos] ^= 0x41
+        with pytest.raises((CorruptSnapshotError, SnapshotVersionError)):
+            load_snapshot(bytes(damaged))
+
+
+def test_truncated_objects_are_rejected(blob):
+    for cut in (0, 1, 10, len(blob) // 2, len(blob) - 1):
+        with pytest.raises(CorruptSnapshotError):
+            load_snapshot(blob[:cut])
+
+
+def test_garbage_is_rejected_with_a_clear_message():
+    with pytest.raises(CorruptSnapshotError, match="corrupt snapshot"):
+        load_snapshot(b"\x00\x01garbage")
+    with pytest.raises(CorruptSnapshotError, match="bad magic"):
+        load_snapshot(msgpack.packb(["something-else", 1, b"", b"", b""]))
+
+
+def test_future_version_is_rejected(blob):
+    outer = msgpack.unpackb(blob, raw=False)
+    outer[1] = FORMAT_VERSION + 1
+    with pytest.raises(SnapshotVersionError, match="newer"):
+        load_snapshot(msgpack.packb(outer, use_bin_type=True))
+
+
+def test_descriptor_outside_blob_is_rejected(blob):
+    import hashlib
+
+    _, version, _, meta_bytes, data = msgpack.unpackb(blob, raw=False)
+    meta = msgpack.unpackb(meta_bytes, raw=False)
+    meta["catalog"]["columns"]["title"]["data"] = [0, len(data) + 100]
+    meta_bytes = msgpack.packb(meta, use_bin_type=True)
+    digest = hashlib.sha256(meta_bytes + data).digest()
+    forged = msgpack.packb(["dco-snapshot", version, digest, meta_bytes, data], use_bin_type=True)
+    with pytest.raises(CorruptSnapshotError, match="outside"):
+        load_snapshot(forged)
+
+
+def test_index_on_missing_column_names_the_field(catalog):
+    data = campaign_data()
+    data["feed"] = {"columns": {"category": "product_type"}, "indexes": ["category", "colour"]}
+    with pytest.raises(ConfigError) as err:
+        build_snapshot(data, catalog)
+    assert err.value.path == "feed.indexes[1]"
+
+
+def test_request_filter_on_unindexed_column_names_the_field(catalog):
+    data = campaign_data()
+    data["feed"] = {"columns": {"category": "product_type"}, "indexes": ["availability", "country"]}
+    with pytest.raises(ConfigError) as err:
+        build_snapshot(data, catalog)
+    assert err.value.path == "creatives[1].products.filters[2].column"
+
+
+def _selection(snap):
+    return snap.campaign.creatives["cr-dyn"].products
+
+
+def test_product_selection_filters_scores_and_keeps_ties(blob):
+    snap = load_snapshot(blob)
+    sel = _selection(snap)
+    # US outerwear in stock: p1 (acme, 120 -> 1.5), p6 (acme, 19.99 -> 1.5*2=3.0); p3 out of stock; p5 CA only
+    pick = select_products(snap, "cr-dyn", sel, {"geo.country": "US", "t1": "outerwear"})
+    assert pick.rows == (5, 0)
+    assert pick.scores == (3.0, 1.5)
+    assert pick.candidates == 2
+    # brand affinity from a profile key multiplies
+    pick = select_products(snap, "cr-dyn", sel, {"geo.country": "US", "t1": "outerwear", "ut1": "acme"})
+    assert pick.scores == (9.0, 4.5)
+    # no category signal: the filter is skipped (not required); US products in stock: p1, p2, p4, p6
+    pick = select_products(snap, "cr-dyn", sel, {"geo.country": "US"})
+    assert pick.candidates == 4
+    # p2 (2.0), p4 (2.0 ... sandals 25 -> 2.0), p6 (3.0) p1 (1.5): top 2 = p6, then p2 and p4 tied at 2.0: both kept
+    assert pick.rows == (5, 1, 3)
+    assert pick.scores == (3.0, 2.0, 2.0)
+
+
+def test_product_selection_unknown_value_is_empty(blob):
+    snap = load_snapshot(blob)
+    pick = select_products(snap, "cr-dyn", _selection(snap), {"geo.country": "FR"})
+    assert pick.rows == ()
+    assert pick.candidates == 0
