@@ -18,6 +18,7 @@ replayed exactly from (snapshot, stats, request, seed).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,9 +27,13 @@ from dco import bandit
 from dco.campaign import Campaign, Creative, Variant
 from dco.catalog import ProductPick, select_products
 from dco.errors import RequestError
+from dco.render import AdContent, Rendered, Renderer, default_renderer, fill_placeholders, format_price
 from dco.rng import make_rng
 from dco.snapshot import Snapshot
 from dco.stats import StatsTable
+from dco.tracking import TokenClaims, TrackingUrls, sign, tracking_urls
+
+_PRODUCT_FIELDS = ("id", "title", "description", "image_link", "price", "sale_price", "currency", "brand", "category")
 
 ARM_SEP = "|"
 
@@ -136,7 +141,7 @@ class Engine:
             raise RequestError("exp", f'unknown experience "{request.experience}" in campaign "{campaign.id}"')
         if request.size is not None and experience.sizes and request.size not in experience.sizes:
             raise RequestError("size", f'{request.size} is not a size of experience "{experience.id}"')
-        if request.format not in experience.formats and not (request.format == "vast" and self._has_video()):
+        if request.format not in experience.formats:
             raise RequestError("fmt", f'format "{request.format}" is not enabled for experience "{experience.id}"')
 
         trace: dict[str, Any] | None = {} if explain else None
@@ -230,9 +235,6 @@ class Engine:
             rotation=rotation,
             explain=trace,
         )
-
-    def _has_video(self) -> bool:
-        return any(c.type == "video" for c in self.campaign.creatives.values())
 
     def _product_id(self, row: int) -> str:
         assert self._product_ids is not None
@@ -350,7 +352,7 @@ class Engine:
                 return None, 0.0
             if rotation == "algo":
                 keys = [component_key(creative.id, slot, v.id) for v in eligible]
-                successes, trials = stats.components(keys, self.campaign.objective)
+                successes, trials = _component_counts(stats, keys, self.campaign.objective)
                 choice = bandit.thompson(successes, trials, rng, prior=self.campaign.prior)
             else:
                 choice = bandit.uniform(len(eligible), rng)
@@ -370,6 +372,99 @@ class Engine:
 
     # ------------------------------------------------------------------------------------------- content
 
+    def claims(self, decision: Decision, issued_at: int, kid: str = "") -> TokenClaims:
+        """The tracking-token claims of a served decision (what beacons prove about it)."""
+        assert decision.creative is not None and decision.arm is not None
+        return TokenClaims(
+            campaign=decision.campaign,
+            experience=decision.experience,
+            arm=decision.arm,
+            creative=decision.creative,
+            product=decision.product,
+            variants=tuple(f"{slot}={vid}" for slot, vid in decision.variants),
+            snapshot=decision.snapshot,
+            decision_id=decision.decision_id,
+            issued_at=issued_at,
+            holdout=decision.holdout,
+            kid=kid,
+        )
+
+    def product_values(self, row: int) -> dict[str, str]:
+        """Display values of a product for templates and offer placeholders (prices formatted)."""
+        raw = self.snapshot.product(row, _PRODUCT_FIELDS)
+        currency = str(raw.get("currency") or self.campaign.currency)
+        out: dict[str, str] = {}
+        for name, value in raw.items():
+            if name in ("price", "sale_price"):
+                if isinstance(value, float) and not math.isnan(value):
+                    out[name] = format_price(value, currency)
+            elif name == "image_link":
+                out["image"] = str(value)
+            elif name != "currency":
+                out[name] = str(value)
+        return out
+
+    def ad_content(self, decision: Decision, urls: TrackingUrls, size: str | None) -> AdContent:
+        """The renderer's input for a served decision: assets, variant content, product values, tracking URLs."""
+        assert decision.creative is not None
+        creative = self.campaign.creatives[decision.creative]
+        fields: dict[str, str] = {}
+        product = {} if decision.product_row is None else self.product_values(decision.product_row)
+        if creative.type == "standard":
+            fields.update(creative.assets)
+            template = creative.template or "standard"
+        elif creative.type == "dynamic":
+            fields.update(product)
+            fields.setdefault("headline", product.get("title", ""))
+            template = creative.template or "product_card"
+        elif creative.type == "assembled":
+            by_id = {slot: {v.id: v for v in variants} for slot, variants in creative.slots.items()}
+            for slot, vid in decision.variants:
+                content = by_id[slot][vid].content
+                if "text" in content:
+                    fields[slot] = fill_placeholders(content["text"], product)
+                elif "url" in content:
+                    fields[slot] = content["url"]
+                if slot == "image" and "alt" in content:
+                    fields["image_alt"] = content["alt"]
+            for name in ("price", "sale_price", "brand"):
+                if name in product and name not in fields:
+                    fields[name] = product[name]
+            template = creative.template or "banner"
+        else:  # video
+            template = "video"
+        return AdContent(
+            creative_id=creative.id,
+            creative_type=creative.type,
+            template=template,
+            size=size or creative.size,
+            fields=fields,
+            click_url=urls.click,
+            impression_url=urls.impression,
+            media=creative.media,
+            duration=creative.duration,
+            title=creative.name or product.get("title", ""),
+            ad_id=decision.decision_id,
+            conversion_ref=urls.conversion_ref,
+        )
+
+    def render(
+        self,
+        decision: Decision,
+        request: Any,
+        *,
+        base_url: str,
+        keys: Mapping[str, bytes],
+        kid: str,
+        renderer: Renderer | None = None,
+    ) -> Rendered:
+        """Sign the tracking token and render the decision in the request's format."""
+        issued_at = int(request.now.timestamp())
+        token = sign(self.claims(decision, issued_at, kid), keys, kid)
+        urls = tracking_urls(base_url, token, click_prefix=request.click_prefix, cache_buster=request.cache_buster)
+        content = self.ad_content(decision, urls, request.size)
+        return (renderer or default_renderer()).render(content, request.format)
+
     def landing_url(self, creative_id: str, product_id: str | None) -> str | None:
         """The landing URL held in the snapshot for a creative (and product): the only click target there is."""
         creative = self.campaign.creatives.get(creative_id)
@@ -388,6 +483,17 @@ class Engine:
             index = {self._product_ids.get(r): r for r in range(self.snapshot.rows)}
             self._id_to_row = index
         return index.get(product_id)
+
+
+def _component_counts(stats: StatsTable, keys: Sequence[str], objective: str) -> tuple[list[float], list[float]]:
+    successes: list[float] = []
+    trials: list[float] = []
+    for key in keys:
+        row = stats.component(key)
+        hits = row.clicks if objective == "click" else row.conversions
+        successes.append(float(min(hits, row.impressions)))
+        trials.append(float(row.impressions))
+    return successes, trials
 
 
 _ZONES: dict[str, Any] = {}

@@ -1,0 +1,402 @@
+"""Tier 2: choose one arm among the eligible arms with the creative group's rotation method.
+
+Data flow: targeting and the catalog give the eligible arm keys; :class:`dco.stats.StatsTable` turns them into
+``(successes, trials)``; one of the functions below turns those (or the weights, or the viewer key) into a
+:class:`Choice`, a frozen record the decision carries into the explain trace and the impression event (the
+propensity is what offline evaluation needs). Randomness comes only from the ``rng`` argument
+(:func:`dco.rng.make_rng`), so the same seed gives the same choice.
+
+Rotation methods (docs/rotation.md has the reasoning and the numbers):
+
+* :func:`thompson` (default): Beta(successes + a, trials - successes + b) per arm, argmax of one draw each.
+  Before sampling, arms that cannot realistically win are pruned: with the posterior mean ``m``, standard
+  deviation ``sd`` and ``N = trials + a + b``, an arm's bounds are ``m -/+ (5.48 sd + 15 / N)`` (a Bernstein,
+  sub-gamma style tail bound at about 3e-7 per side, conservative for skewed small-count posteriors). Arms whose
+  upper bound is below the best lower bound are never sampled; the change to the choice distribution is at most
+  a few 1e-7 per pruned arm. If only one arm survives it is a *clear winner*: no sampling, propensity 1.0.
+  Otherwise the propensity of the chosen arm is estimated with a Gaussian approximation of each posterior and
+  12-node Gauss-Hermite quadrature of ``P(chosen is max) = E[prod_j Phi((x - m_j) / sd_j)]`` over the rivals
+  whose upper bound reaches the chosen arm's lower bound (exact ``1/k`` when the k rivals-plus-chosen share one
+  posterior, e.g. a cold start). :func:`thompson_propensities` gives Monte Carlo propensities for offline use.
+* :func:`weighted`: advertiser percentages; propensity ``w / sum(w)`` exactly.
+* :func:`sequential`: a stateless rotation; position from :func:`sequence_position`; propensity 1.0.
+* :func:`uniform` (the ``random`` rotation): propensity ``1 / n`` exactly.
+* :func:`in_holdout`: a stable hash decides whether a viewer is in the campaign's holdout.
+
+Ties in a draw go to the lowest index. With numpy (``dco._accel.np``) Thompson is vectorized; without it the
+same rules run in plain Python with ``random.Random.betavariate`` (different numbers, same behaviour).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from dco._accel import np
+from dco.rng import Rng
+
+__all__ = [
+    "Choice",
+    "bounds",
+    "thompson",
+    "thompson_propensities",
+    "weighted",
+    "sequential",
+    "uniform",
+    "in_holdout",
+    "sequence_position",
+]
+
+# Pruning / clear-winner bound: m -/+ (_Z * sd + _X / N); _X = ln(1 / 3e-7), _Z = sqrt(2 * _X).
+_X = 15.0
+_Z = math.sqrt(2.0 * _X)
+_TOP = 5
+
+# Probabilists' Gauss-Hermite nodes and normalized weights (16-node rule, the 4 outer nodes with weight
+# < 1e-6 dropped): E[f(Z)] ~= sum(w * f(x)) for Z ~ N(0, 1).
+_GH_X = (
+    -4.492955302520011,
+    -3.600873624171549,
+    -2.760245047630701,
+    -1.951980345716333,
+    -1.163829100554965,
+    -0.386760604500557,
+    0.386760604500557,
+    1.163829100554965,
+    1.951980345716333,
+    2.760245047630701,
+    3.600873624171549,
+    4.492955302520011,
+)
+_GH_W = (
+    1.530003216248732e-05,
+    0.0005259849265739087,
+    0.007266937601184749,
+    0.04728475235401406,
+    0.1583383727509497,
+    0.286568521238012,
+    0.286568521238012,
+    0.1583383727509497,
+    0.04728475235401406,
+    0.007266937601184749,
+    0.0005259849265739087,
+    1.530003216248732e-05,
+)
+_GH_NORM = 1.0 / math.fsum(_GH_W)
+_PHI_C1 = -2.0 * math.sqrt(2.0 / math.pi)
+_PHI_C3 = _PHI_C1 * 0.044715
+
+if np is not None:
+    _NP_GH_W = np.array(_GH_W) * _GH_NORM
+    _NP_GH_X_COL = np.array(_GH_X)[:, None]
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One rotation decision.
+
+    ``index`` is the position in the eligible arms; ``propensity`` the probability this method had of choosing
+    it (exact or estimated, see the module docstring); ``sampled`` the top ``(index, value)`` pairs of the draw
+    (at most 5, best first; for a clear winner the posterior mean; empty for non-Thompson methods);
+    ``skipped_sampling`` is true when no random draw was made (single arm, clear winner, sequential).
+    """
+
+    index: int
+    propensity: float
+    method: str
+    sampled: tuple[tuple[int, float], ...] = ()
+    skipped_sampling: bool = False
+
+
+# --------------------------------------------------------------------------------------------------- thompson
+
+
+def _check_prior(prior: tuple[float, float]) -> tuple[float, float]:
+    pa, pb = float(prior[0]), float(prior[1])
+    if not (pa > 0.0 and pb > 0.0):
+        raise ValueError(f"prior must be two positive numbers, got {prior!r}")
+    return pa, pb
+
+
+def thompson(
+    successes: Any,
+    trials: Any,
+    rng: Rng,
+    *,
+    prior: tuple[float, float] = (1.0, 1.0),
+    bounds: tuple[Any, Any] | None = None,
+) -> Choice:
+    """Thompson sampling over the eligible arms (``successes[i]`` of ``trials[i]``; 0/0 means the prior).
+
+    ``bounds``, when given, is ``bounds(successes, trials, prior=prior)`` computed earlier (for instance once
+    per stats refresh); it must match the counts and the prior.
+
+    Counts must satisfy ``0 <= successes <= trials`` (:class:`dco.stats.StatsTable` guarantees it). The hot
+    path checks no more than it gets for free: a violation raises ``ValueError`` when it reaches a sampled
+    arm; the pure-Python path checks every arm.
+
+    >>> from dco.rng import make_rng
+    >>> thompson([5000, 1], [10000, 10000], make_rng(1)).index
+    0
+    """
+    pa, pb = _check_prior(prior)
+    if np is not None:
+        return _thompson_np(successes, trials, rng, pa, pb, bounds)
+    return _thompson_py(successes, trials, rng, pa, pb, bounds)
+
+
+def bounds(successes: Any, trials: Any, *, prior: tuple[float, float] = (1.0, 1.0)) -> tuple[Any, Any]:
+    """The pruning bounds ``(lower, upper)`` of each arm's posterior (see the module docstring).
+
+    They depend only on the counts and the prior, so a caller that serves many decisions from one stats object
+    can compute them once per stats refresh (:meth:`dco.stats.StatsTable.bounds_at`) and pass them to
+    :func:`thompson`, which then skips the per-arm arithmetic.
+    """
+    pa, pb = _check_prior(prior)
+    if np is not None:
+        a = np.asarray(successes, dtype=float) + pa
+        inv = 1.0 / (np.asarray(trials, dtype=float) + (pa + pb))
+        m = a * inv
+        w = np.sqrt(m * (1.0 - m) * inv)  # sd with N for N + 1: a hair wider, still conservative
+        w *= _Z
+        w += inv * _X
+        return m - w, m + w
+    lower: list[float] = []
+    upper: list[float] = []
+    for s, n in zip(successes, trials, strict=True):
+        big_n = float(n) + pa + pb
+        m = (float(s) + pa) / big_n
+        w = _Z * math.sqrt(m * (1.0 - m) / big_n) + _X / big_n
+        lower.append(m - w)
+        upper.append(m + w)
+    return lower, upper
+
+
+def _thompson_np(
+    successes: Any, trials: Any, rng: Rng, pa: float, pb: float, given: tuple[Any, Any] | None
+) -> Choice:
+    assert np is not None
+    s = np.asarray(successes, dtype=float)
+    n = np.asarray(trials, dtype=float)
+    k = s.shape[0]
+    if k == 0 or n.shape[0] != k:
+        raise ValueError("thompson needs as many trials as successes, and at least one arm")
+    if k == 1:
+        return Choice(0, 1.0, "thompson", (), True)
+    lower, upper = bounds(s, n, prior=(pa, pb)) if given is None else given
+    best = int(lower.argmax())
+    contenders = (upper >= lower[best]).nonzero()[0]
+    c = contenders.shape[0]
+    if c == 0:  # NaN bounds: no arm compares; costs nothing on valid input
+        raise ValueError("thompson needs 0 <= successes <= trials for every arm")
+    if c == 1:
+        return Choice(best, 1.0, "thompson", ((best, float((s[best] + pa) / (n[best] + pa + pb))),), True)
+    ac = s[contenders]
+    ac += pa
+    nc = n[contenders]
+    nc += pa + pb
+    try:
+        draws = rng.betas(ac, nc - ac)
+    except ValueError:  # a non-positive Beta shape: negative counts, or successes above trials
+        raise ValueError("thompson needs 0 <= successes <= trials for every arm") from None
+    j = int(draws.argmax())
+    cl = contenders.tolist()
+    dl = draws.tolist()
+    chosen = cl[j]
+    top = draws.argsort()[-_TOP:].tolist()
+    top.reverse()
+    if dl[top[0]] == dl[j]:  # an exact tie: the trace leads with the arm actually chosen
+        if j in top:
+            top.remove(j)
+        else:
+            top.pop()
+        top.insert(0, j)
+    sampled = tuple((cl[i], dl[i]) for i in top)
+    if float(nc.max()) == pa + pb:  # all contenders unseen: one shared prior, exact 1/c
+        return Choice(chosen, 1.0 / c, "thompson", sampled, False)
+    # Gaussian approximation of every contender, quadrature over the chosen arm's nodes; the chosen arm's own
+    # column is set to 1 so the product runs over the others. Losing contenders contribute Phi ~= 1.
+    mr = ac / nc
+    isd = mr * (1.0 - mr)
+    isd /= nc + 1.0
+    np.sqrt(isd, out=isd)
+    np.reciprocal(isd, out=isd)  # 1 / sd
+    mk = float(mr[j])
+    x = _NP_GH_X_COL * (1.0 / float(isd[j]))
+    x += mk
+    mr *= isd
+    z = x * isd  # nodes x contenders: (x - m_r) / sd_r
+    z -= mr
+    np.maximum(z, -20.0, out=z)  # keeps exp() finite below
+    # Phi(z) ~= 1 / (1 + exp(-2 sqrt(2/pi) (z + 0.044715 z^3))), |error| < 2e-4; all in place.
+    y = z * z
+    y *= _PHI_C3
+    y += _PHI_C1
+    y *= z
+    np.exp(y, out=y)
+    y += 1.0
+    y[:, j] = 1.0
+    np.reciprocal(y, out=y)
+    propensity = float(np.dot(_NP_GH_W, y.prod(axis=1)))
+    return Choice(chosen, min(1.0, max(propensity, 1e-9)), "thompson", sampled, False)
+
+
+def _phi(z: float) -> float:
+    return 0.5 * math.erfc(-z / math.sqrt(2.0))
+
+
+def _thompson_py(
+    successes: Any, trials: Any, rng: Rng, pa: float, pb: float, given: tuple[Any, Any] | None
+) -> Choice:
+    s = [float(v) for v in successes]
+    n = [float(v) for v in trials]
+    k = len(s)
+    if k == 0 or len(n) != k:
+        raise ValueError("thompson needs as many trials as successes, and at least one arm")
+    if k == 1:
+        return Choice(0, 1.0, "thompson", (), True)
+    if any(not 0.0 <= si <= ni for si, ni in zip(s, n, strict=True)):
+        raise ValueError("thompson needs 0 <= successes <= trials for every arm")
+    a = [si + pa for si in s]
+    big_n = [ni + pa + pb for ni in n]
+    m = [ai / bn for ai, bn in zip(a, big_n, strict=True)]
+    sd = [math.sqrt(mi * (1.0 - mi) / (bn + 1.0)) for mi, bn in zip(m, big_n, strict=True)]
+    lower, upper = bounds(s, n, prior=(pa, pb)) if given is None else given
+    best = max(range(k), key=lower.__getitem__)  # first maximum
+    contenders = [i for i in range(k) if upper[i] >= lower[best]]
+    if len(contenders) == 1:
+        return Choice(best, 1.0, "thompson", ((best, m[best]),), True)
+    draws = rng.betas([a[i] for i in contenders], [big_n[i] - a[i] for i in contenders])
+    pairs = list(zip(contenders, (float(d) for d in draws), strict=True))
+    ranked = sorted(pairs, key=lambda p: (-p[1], p[0]))
+    chosen = ranked[0][0]
+    sampled = tuple(ranked[:_TOP])
+    if all(n[i] == 0.0 for i in contenders):  # all contenders unseen: one shared prior, exact 1/c
+        propensity = 1.0 / len(contenders)
+    else:  # same Gaussian quadrature as the numpy path, with the exact normal CDF
+        others = [i for i in contenders if i != chosen]
+        total = 0.0
+        for xg, wg in zip(_GH_X, _GH_W, strict=True):
+            x = m[chosen] + sd[chosen] * xg
+            prod = 1.0
+            for i in others:
+                prod *= _phi((x - m[i]) / sd[i])
+            total += wg * prod
+        propensity = min(1.0, max(total * _GH_NORM, 1e-9))
+    return Choice(chosen, propensity, "thompson", sampled, False)
+
+
+def thompson_propensities(
+    successes: Any, trials: Any, rng: Rng, draws: int = 2000, *, prior: tuple[float, float] = (1.0, 1.0)
+) -> list[float]:
+    """Monte Carlo probability that each arm wins a Thompson draw (no pruning; ties to the lowest index).
+
+    For offline evaluation and tests; costs ``draws * len(arms)`` Beta samples.
+    """
+    pa, pb = _check_prior(prior)
+    if draws <= 0:
+        raise ValueError("draws must be positive")
+    s = [float(v) for v in successes]
+    n = [float(v) for v in trials]
+    k = len(s)
+    if k == 0 or len(n) != k:
+        raise ValueError("thompson_propensities needs as many trials as successes, and at least one arm")
+    alpha = [si + pa for si in s]
+    beta = [ni - si + pb for si, ni in zip(s, n, strict=True)]
+    wins = [0] * k
+    if np is not None:
+        aa = np.broadcast_to(np.asarray(alpha), (draws, k))
+        bb = np.broadcast_to(np.asarray(beta), (draws, k))
+        samples = np.asarray(rng.betas(aa, bb), dtype=float).reshape(draws, k)
+        counts = np.bincount(samples.argmax(axis=1), minlength=k)
+        return [float(c) / draws for c in counts.tolist()]
+    for _ in range(draws):
+        row = rng.betas(alpha, beta)
+        wins[max(range(k), key=row.__getitem__)] += 1
+    return [c / draws for c in wins]
+
+
+# ------------------------------------------------------------------------------------------ other rotations
+
+
+def weighted(weights: Sequence[float], rng: Rng) -> Choice:
+    """Advertiser-defined shares (percent, any positive scale); propensity ``w / sum(w)``.
+
+    >>> from dco.rng import make_rng
+    >>> weighted([0, 100], make_rng(3)).index
+    1
+    """
+    ws = [float(v) for v in weights]
+    if not ws:
+        raise ValueError("weighted needs at least one arm")
+    if any(not (v >= 0.0) or math.isinf(v) for v in ws):
+        raise ValueError(f"weights must be finite and non-negative, got {list(weights)!r}")
+    total = math.fsum(ws)
+    if total <= 0.0:
+        raise ValueError("weights must not all be zero")
+    positive = [i for i, v in enumerate(ws) if v > 0.0]
+    if len(positive) == 1:
+        return Choice(positive[0], 1.0, "weighted", (), True)
+    u = rng.random() * total
+    acc = 0.0
+    index = positive[-1]
+    for i in positive:
+        acc += ws[i]
+        if u < acc:
+            index = i
+            break
+    return Choice(index, ws[index] / total, "weighted", (), False)
+
+
+def uniform(n: int, rng: Rng) -> Choice:
+    """The ``random`` rotation: each of ``n`` arms with probability ``1 / n``."""
+    if n <= 0:
+        raise ValueError("uniform needs at least one arm")
+    if n == 1:
+        return Choice(0, 1.0, "random", (), True)
+    return Choice(rng.integers(n), 1.0 / n, "random", (), False)
+
+
+def sequential(n: int, position: int) -> Choice:
+    """Stateless sequential rotation: arm ``position mod n`` (see :func:`sequence_position`).
+
+    The choice is a function of the viewer key and the time, so its propensity is 1.0 (docs/rotation.md
+    explains what that means for offline evaluation).
+
+    >>> [sequential(3, p).index for p in range(5)]
+    [0, 1, 2, 0, 1]
+    """
+    if n <= 0:
+        raise ValueError("sequential needs at least one arm")
+    return Choice(position % n, 1.0, "sequential", (), True)
+
+
+def _hash64(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big")
+
+
+def in_holdout(key: str, share: float, salt: str) -> bool:
+    """Whether ``key`` (a viewer id) falls in the holdout: ``blake2b(salt, key) / 2**64 < share``.
+
+    Stable per (salt, key); about ``share`` of all keys are held out. Use the campaign id as the salt so each
+    campaign holds out a different slice of viewers.
+    """
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"holdout share must be in [0, 1], got {share!r}")
+    if share <= 0.0:
+        return False
+    return _hash64(f"dco-holdout\x00{salt}\x00{key}") / 18446744073709551616.0 < share
+
+
+def sequence_position(key: str, now_s: int, period_s: int) -> int:
+    """The sequential-rotation position of viewer ``key`` at time ``now_s``: ``hash(key) + now_s // period_s``.
+
+    Pass it to :func:`sequential`, which takes it modulo the number of arms: a viewer moves to the next
+    creative every ``period_s`` seconds, and viewers start at hash-spread offsets so the fleet splits evenly.
+    """
+    if period_s <= 0:
+        raise ValueError(f"period_s must be positive, got {period_s!r}")
+    return _hash64(f"dco-sequence\x00{key}") + now_s // period_s

@@ -1,0 +1,225 @@
+"""Arm statistics: the input of Thompson sampling.
+
+publish-stats writes one stats object per campaign (msgpack or JSON, decoded to plain dicts)::
+
+    {"version": 1, "campaign": "c1", "updated_at": 1700000000,
+     "arms": {"<arm key>": [impressions, clicks, conversions, value], ...},
+     "components": {"<component key>": [impressions, clicks, conversions, value], ...}}
+
+:meth:`StatsTable.from_object` validates it (a ``ValueError`` names the bad key) and lays the counts out as
+columns (numpy arrays when numpy is present, lists otherwise) with a key -> row index, so
+:meth:`StatsTable.counts` for a few hundred eligible arms is a list comprehension of dict lookups plus one
+gather. Unknown arms read as zeros (the bandit then uses its prior). Successes are capped at impressions when
+read: counters are eventually consistent and a click may be folded before its impression.
+
+Counts are absolute and only grow, so two stats objects merge by element-wise maximum (:func:`merge_max`):
+idempotent, commutative and associative, which lets publish-stats merge in any order and any number of times.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from dco._accel import np
+from dco.bandit import bounds
+
+__all__ = ["ArmStats", "StatsTable", "merge_max", "validate_stats", "STATS_VERSION", "OBJECTIVES"]
+
+STATS_VERSION = 1
+OBJECTIVES = ("click", "conversion")
+_FIELDS = ("impressions", "clicks", "conversions", "value")
+
+
+@dataclass(frozen=True)
+class ArmStats:
+    """The counters of one arm (or component variant)."""
+
+    impressions: int = 0
+    clicks: int = 0
+    conversions: int = 0
+    value: float = 0.0
+
+
+_ZERO = ArmStats()
+
+
+def _check_number(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and x >= 0 and x != float("inf")
+
+
+def _check_counters(section: str, key: Any, row: Any) -> list[Any]:
+    if not isinstance(key, str):
+        raise ValueError(f"stats {section} key {key!r} is not a string")
+    if not isinstance(row, list | tuple) or len(row) != 4:
+        raise ValueError(
+            f"stats {section}[{key!r}] must be [impressions, clicks, conversions, value], got {row!r}"
+        )
+    for name, x in zip(_FIELDS, row, strict=True):
+        if not _check_number(x):  # also rejects NaN (NaN >= 0 is false)
+            raise ValueError(f"stats {section}[{key!r}].{name} must be a non-negative number, got {x!r}")
+        if name != "value" and isinstance(x, float) and not x.is_integer():
+            raise ValueError(f"stats {section}[{key!r}].{name} must be a whole count, got {x!r}")
+    return list(row)
+
+
+def validate_stats(obj: Any) -> dict[str, Any]:
+    """Check the shape of a stats object and return a normalized copy (missing sections become empty).
+
+    Raises ``ValueError`` naming the offending section and key.
+    """
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"stats object must be a mapping, got {type(obj).__name__}")
+    version = obj.get("version", STATS_VERSION)
+    if version != STATS_VERSION:
+        raise ValueError(f"stats version {version!r} is not supported (expected {STATS_VERSION})")
+    campaign = obj.get("campaign")
+    if campaign is not None and not isinstance(campaign, str):
+        raise ValueError(f"stats campaign must be a string, got {campaign!r}")
+    updated_at = obj.get("updated_at", 0)
+    if not isinstance(updated_at, int) or isinstance(updated_at, bool) or updated_at < 0:
+        raise ValueError(f"stats updated_at must be a non-negative int, got {updated_at!r}")
+    out: dict[str, Any] = {"version": STATS_VERSION, "campaign": campaign, "updated_at": updated_at}
+    for section in ("arms", "components"):
+        rows = obj.get(section, {})
+        if not isinstance(rows, Mapping):
+            raise ValueError(f"stats {section} must be a mapping, got {type(rows).__name__}")
+        out[section] = {key: _check_counters(section, key, row) for key, row in rows.items()}
+    return out
+
+
+class StatsTable:
+    """In-memory, read-only arm statistics with fast gathers for the bandit."""
+
+    __slots__ = ("campaign", "updated_at", "_keys", "_index", "_rows", "_components", "_cols", "_bounds")
+
+    def __init__(self, obj: Mapping[str, Any]) -> None:
+        norm = validate_stats(obj)
+        self.campaign: str | None = norm["campaign"]
+        self.updated_at: int = norm["updated_at"]
+        arms: dict[str, list[Any]] = norm["arms"]
+        self._keys: list[str] = list(arms)
+        self._index: dict[str, int] = {k: i for i, k in enumerate(self._keys)}
+        self._rows = arms
+        self._components: dict[str, list[Any]] = norm["components"]
+        impressions = [float(r[0]) for r in arms.values()] + [0.0]  # last row: the unknown arm
+        clicks = [min(float(r[1]), float(r[0])) for r in arms.values()] + [0.0]
+        conversions = [min(float(r[2]), float(r[0])) for r in arms.values()] + [0.0]
+        cols: dict[str, Any]
+        if np is not None:
+            cols = {
+                "trials": np.array(impressions, dtype=float),
+                "click": np.array(clicks, dtype=float),
+                "conversion": np.array(conversions, dtype=float),
+            }
+        else:
+            cols = {"trials": impressions, "click": clicks, "conversion": conversions}
+        self._cols = cols
+        self._bounds: dict[tuple[str, float, float], tuple[Any, Any]] = {}
+
+    @classmethod
+    def from_object(cls, obj: Mapping[str, Any]) -> StatsTable:
+        """Build from a decoded stats object (validated; ``ValueError`` names the bad key)."""
+        return cls(obj)
+
+    @classmethod
+    def empty(cls, campaign: str | None = None) -> StatsTable:
+        """No statistics yet: every arm reads 0/0."""
+        return cls({"version": STATS_VERSION, "campaign": campaign, "arms": {}, "components": {}})
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __contains__(self, arm_key: object) -> bool:
+        return arm_key in self._index
+
+    def get(self, arm_key: str) -> ArmStats:
+        """The counters of one arm; zeros for an arm never seen."""
+        row = self._rows.get(arm_key)
+        return _ZERO if row is None else ArmStats(int(row[0]), int(row[1]), int(row[2]), row[3])
+
+    def component(self, key: str) -> ArmStats:
+        """The counters of one component variant; zeros when unknown."""
+        row = self._components.get(key)
+        return _ZERO if row is None else ArmStats(int(row[0]), int(row[1]), int(row[2]), row[3])
+
+    def indices(self, arm_keys: Sequence[str]) -> Any:
+        """Row numbers of ``arm_keys`` (unknown arms map to a zero row); reusable with :meth:`counts_at`."""
+        get = self._index.get
+        unknown = len(self._keys)
+        idx = [get(k, unknown) for k in arm_keys]
+        if np is not None:
+            return np.array(idx, dtype=np.intp)
+        return idx
+
+    def counts_at(self, indices: Any, objective: str = "click") -> tuple[Any, Any]:
+        """``(successes, trials)`` for row numbers from :meth:`indices`."""
+        try:
+            succ = self._cols[objective]
+        except KeyError:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}") from None
+        trials = self._cols["trials"]
+        if np is not None:
+            return succ[indices], trials[indices]
+        return [succ[i] for i in indices], [trials[i] for i in indices]
+
+    def bounds_at(
+        self, indices: Any, objective: str = "click", prior: tuple[float, float] = (1.0, 1.0)
+    ) -> tuple[Any, Any]:
+        """The Thompson pruning bounds ``(lower, upper)`` (:func:`dco.bandit.bounds`) for row numbers.
+
+        Computed once per (objective, prior) for the whole table and then only gathered, so a warm decide
+        pays for them once per stats refresh: ``thompson(*t.counts_at(i), rng, bounds=t.bounds_at(i))``.
+        """
+        key = (objective, float(prior[0]), float(prior[1]))
+        full = self._bounds.get(key)
+        if full is None:
+            if objective not in OBJECTIVES:
+                raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+            full = self._bounds[key] = bounds(self._cols[objective], self._cols["trials"], prior=prior)
+        lower, upper = full
+        if np is not None:
+            return lower[indices], upper[indices]
+        return [lower[i] for i in indices], [upper[i] for i in indices]
+
+    def counts(self, arm_keys: Sequence[str], objective: str = "click") -> tuple[Any, Any]:
+        """``(successes, trials)`` of ``arm_keys`` in order, as float arrays (lists without numpy).
+
+        >>> t = StatsTable.from_object({"version": 1, "campaign": "c", "arms": {"a": [10, 2, 1, 0.0]}})
+        >>> [list(map(float, x)) for x in t.counts(["a", "zz"])]
+        [[2.0, 0.0], [10.0, 0.0]]
+        """
+        return self.counts_at(self.indices(arm_keys), objective)
+
+
+def _max_rows(a: Mapping[str, list[Any]], b: Mapping[str, list[Any]]) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {}
+    for key in sorted(set(a) | set(b)):
+        ra, rb = a.get(key), b.get(key)
+        if ra is None:
+            out[key] = list(rb)  # type: ignore[arg-type]
+        elif rb is None:
+            out[key] = list(ra)
+        else:
+            out[key] = [max(x, y) for x, y in zip(ra, rb, strict=True)]
+    return out
+
+
+def merge_max(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge two stats objects of one campaign by element-wise maximum of the absolute counters.
+
+    Idempotent (``merge_max(a, a) == a``), commutative and associative, so replays and reordering are harmless.
+    Both objects are validated; different campaigns raise ``ValueError``. A missing campaign takes the other's.
+    """
+    na, nb = validate_stats(a), validate_stats(b)
+    ca, cb = na["campaign"], nb["campaign"]
+    if ca is not None and cb is not None and ca != cb:
+        raise ValueError(f"cannot merge stats of campaign {ca!r} with stats of campaign {cb!r}")
+    return {
+        "version": STATS_VERSION,
+        "campaign": ca if ca is not None else cb,
+        "updated_at": max(na["updated_at"], nb["updated_at"]),
+        "arms": _max_rows(na["arms"], nb["arms"]),
+        "components": _max_rows(na["components"], nb["components"]),
+    }
