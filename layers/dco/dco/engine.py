@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from dco import bandit
+from dco import bandit, learning
 from dco.campaign import Campaign, Creative, Variant
 from dco.catalog import ProductPick, select_products
 from dco.errors import RequestError
@@ -46,9 +46,7 @@ def product_arm(creative_id: str, product_id: str) -> str:
     return f"{creative_id}{ARM_SEP}{product_id}"
 
 
-def component_key(creative_id: str, slot: str, variant_id: str) -> str:
-    """The stats key of one assembled-creative component variant (what component counters count)."""
-    return f"{creative_id}{ARM_SEP}{slot}={variant_id}"
+component_key = learning.component_key
 
 
 def combination_arm(creative_id: str, variants: Sequence[tuple[str, str]]) -> str:
@@ -351,8 +349,9 @@ class Engine:
             if not eligible:
                 return None, 0.0
             if rotation == "algo":
-                keys = [component_key(creative.id, slot, v.id) for v in eligible]
-                successes, trials = _component_counts(stats, keys, self.campaign.objective)
+                successes, trials = learning.slot_counts(
+                    stats, creative.id, slot, [v.id for v in eligible], signals, self.campaign.objective
+                )
                 choice = bandit.thompson(successes, trials, rng, prior=self.campaign.prior)
             else:
                 choice = bandit.uniform(len(eligible), rng)
@@ -483,17 +482,6 @@ class Engine:
             index = {self._product_ids.get(r): r for r in range(self.snapshot.rows)}
             self._id_to_row = index
         return index.get(product_id)
-
-
-def _component_counts(stats: StatsTable, keys: Sequence[str], objective: str) -> tuple[list[float], list[float]]:
-    successes: list[float] = []
-    trials: list[float] = []
-    for key in keys:
-        row = stats.component(key)
-        hits = row.clicks if objective == "click" else row.conversions
-        successes.append(float(min(hits, row.impressions)))
-        trials.append(float(row.impressions))
-    return successes, trials
 
 
 _ZONES: dict[str, Any] = {}
