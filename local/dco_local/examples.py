@@ -43,7 +43,7 @@ RETAIL_BRANDS: tuple[str, ...] = (
 
 FEED_COLUMNS: tuple[str, ...] = (
     "id", "title", "description", "link", "image_link", "additional_image_link", "availability", "price",
-    "sale_price", "brand", "product_type", "custom_label_0", "custom_label_1", "shipping_country",
+    "sale_price", "brand", "product_type", "custom_label_0", "custom_label_1", "shipping_country", "popularity",
 )
 
 # category -> (product nouns, price range in dollars, season label)
@@ -109,7 +109,8 @@ def generate_retail_feed(n: int, seed: int = 7) -> bytes:
 
     Columns are :data:`FEED_COLUMNS` (Google Merchant Center names): ``product_type`` is one of
     :data:`RETAIL_CATEGORIES`, ``custom_label_0`` a region of :data:`RETAIL_REGIONS` for about 30% of products
-    (regional assortment, else empty), ``custom_label_1`` the selling season, ``shipping_country`` mostly "US".
+    (regional assortment, else empty), ``custom_label_1`` the selling season, ``shipping_country`` mostly "US",
+    ``popularity`` a relative sales weight (log-normal around 1; a custom numeric column for ``scale`` boosts).
     """
     rng = random.Random(seed)
     brands_of = {
@@ -144,6 +145,7 @@ def generate_retail_feed(n: int, seed: int = 7) -> bytes:
             extra_images = ",".join(
                 f"https://cdn.example.com/images/{product_id.lower()}-{k}.jpg" for k in range(2, 2 + rng.randint(1, 3))
             )
+        popularity = rng.lognormvariate(0.0, 0.6)  # a relative sales rank weight, ~1 on average
         description = (
             f"The {adjective.lower()} {noun.lower()} from {brand} in {color.lower()}. "
             f"Free returns within 30 days."
@@ -163,6 +165,7 @@ def generate_retail_feed(n: int, seed: int = 7) -> bytes:
             region,
             season,
             countries,
+            f"{popularity:.2f}",
         )))
     return ("\n".join(lines) + "\n").encode("utf-8")
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from dco.config import campaign_from_dict, parse_config_text
-from dco.engine import Engine, component_key
+from dco.engine import Engine
+from dco.learning import component_key
 from dco.errors import RequestError
 from dco.feed import parse_feed
 from dco.request import parse_request
@@ -110,8 +111,12 @@ def test_exclusions_are_never_violated(engine):
 
 def test_component_thompson_learns_the_winning_headline(engine):
     # GIVEN stats where headline h07 has a much better click rate than the rest
-    components = {component_key("cr-retail", "headline", f"h{i:02d}"): [5000, 50, 0, 0.0] for i in range(1, 13)}
-    components[component_key("cr-retail", "headline", "h07")] = [5000, 400, 0, 0.0]
+    # (overall and within the request's context values, as fold counts them)
+    components = {}
+    for i in range(1, 13):
+        row = [5000, 400 if i == 7 else 50, 0, 0.0]
+        for context in (None, ("region", "pnw"), ("device", "mobile")):
+            components[component_key("cr-retail", "headline", f"h{i:02d}", context)] = row
     stats = StatsTable.from_object({"version": 1, "campaign": "retail-demo", "arms": {}, "components": components})
     # WHEN non-holdout requests are decided
     picks = collections.Counter()
@@ -169,8 +174,8 @@ def test_bad_requests_name_the_parameter(engine, query, param):
 
 
 def test_rendered_html_carries_a_verifiable_token_and_escapes_feed_text():
-    header = "id\ttitle\tlink\timage_link\tprice\tavailability\tproduct_type\tbrand\tcountry\tcustom_label_0\n"
-    row = "x1\t<script>alert(1)</script>\thttps://shop.example.com/x1\thttps://cdn.example.com/x1.jpg\t10.00 USD\tin_stock\tboots\tAcme\tUS\tpnw\n"
+    header = "id\ttitle\tlink\timage_link\tprice\tavailability\tproduct_type\tbrand\tcountry\tcustom_label_0\tpopularity\n"
+    row = "x1\t<script>alert(1)</script>\thttps://shop.example.com/x1\thttps://cdn.example.com/x1.jpg\t10.00 USD\tin_stock\tboots\tAcme\tUS\tpnw\t1.5\n"
     eng = Engine(_snapshot(feed=(header + row).encode()))
     request = req(exp="retail-tag", tag="3", fmt="html", rid="h1")
     d = eng.decide(request, EMPTY, seed=1)

@@ -201,22 +201,22 @@ def test_product_selection_filters_scores_and_keeps_ties(blob):
     sel = _selection(snap)
     # US outerwear in stock: p1 (acme, 120 -> 1.5), p6 (acme, 19.99 -> 1.5*2=3.0); p3 out of stock; p5 CA only
     pick = select_products(snap, "cr-dyn", sel, {"geo.country": "US", "t1": "outerwear"})
-    assert pick.rows == (5, 0)
-    assert pick.scores == (3.0, 1.5)
+    assert pick.ranked() == [(5, 3.0), (0, 1.5)]
+    assert list(pick.rows) == [0, 5]  # arm order: ascending rows
     assert pick.candidates == 2
     # brand affinity from a profile key multiplies
     pick = select_products(snap, "cr-dyn", sel, {"geo.country": "US", "t1": "outerwear", "ut1": "acme"})
-    assert pick.scores == (9.0, 4.5)
+    assert pick.ranked() == [(5, 9.0), (0, 4.5)]
     # no category signal: the filter is skipped (not required); US products in stock: p1, p2, p4, p6
     pick = select_products(snap, "cr-dyn", sel, {"geo.country": "US"})
     assert pick.candidates == 4
     # p2 (2.0), p4 (2.0 ... sandals 25 -> 2.0), p6 (3.0) p1 (1.5): top 2 = p6, then p2 and p4 tied at 2.0: both kept
-    assert pick.rows == (5, 1, 3)
-    assert pick.scores == (3.0, 2.0, 2.0)
+    assert pick.ranked() == [(5, 3.0), (1, 2.0), (3, 2.0)]
+    assert pick.best() == 5
 
 
 def test_product_selection_unknown_value_is_empty(blob):
     snap = load_snapshot(blob)
     pick = select_products(snap, "cr-dyn", _selection(snap), {"geo.country": "FR"})
-    assert pick.rows == ()
+    assert len(pick) == 0
     assert pick.candidates == 0

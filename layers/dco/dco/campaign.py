@@ -170,7 +170,10 @@ class ProductFilter:
 @dataclass(frozen=True)
 class Boost:
     """Multiply a product's score by ``factor`` when ``column`` matches: a static value list, a numeric range
-    (``min``/``max``), or (request-dependent) the value of the request signal ``source``."""
+    (``min``/``max``), or (request-dependent) the value of the request signal ``source``.
+
+    With ``scale`` the product's own value of ``column`` is the multiplier, raised to ``factor`` (a feed column
+    such as popularity or margin; values that are not finite non-negative numbers count as 1, i.e. neutral)."""
 
     column: str
     factor: float
@@ -178,6 +181,7 @@ class Boost:
     source: str | None = None
     min: float | None = None
     max: float | None = None
+    scale: bool = False
 
     @property
     def is_static(self) -> bool:

@@ -29,14 +29,32 @@ from dco.snapshot import EVERYWHERE, DictColumn, NumericColumn, Snapshot
 class ProductPick:
     """The products a creative may show for one request.
 
-    ``rows`` and ``scores`` are parallel, best first; ``candidates`` counts the products that passed every filter
-    (before top N); ``applied`` names the request-dependent filters and boosts that took effect (explain trace).
+    ``rows`` (ascending) and ``scores`` are parallel: the top N by score with every tie at the cutoff kept, in
+    row order, which is the deterministic arm order the rotation sees; :meth:`ranked` orders them best first.
+    ``candidates`` counts the products that passed every filter (before top N); ``applied`` names the
+    request-dependent filters and boosts that took effect (explain trace).
     """
 
-    rows: tuple[int, ...]
-    scores: tuple[float, ...]
+    rows: Any
+    scores: Any
     candidates: int
     applied: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def ranked(self) -> list[tuple[int, float]]:
+        """``(row, score)`` best first; ties by ascending row."""
+        pairs = zip((int(r) for r in self.rows), (float(x) for x in self.scores), strict=True)
+        return sorted(pairs, key=lambda p: (-p[1], p[0]))
+
+    def best(self) -> int | None:
+        """The best-scored row (lowest row among ties), or None when empty."""
+        if not len(self.rows):
+            return None
+        if np is not None and hasattr(self.scores, "argmax"):
+            return int(self.rows[int(self.scores.argmax())])
+        return self.ranked()[0][0]
 
 
 EMPTY_PICK = ProductPick((), (), 0, ())
@@ -59,49 +77,90 @@ def _parse_band(value: str) -> tuple[float, float] | None:
 
 def _rows_array(bm: Any) -> Any:
     if np is not None:
-        return np.asarray(bitmap.to_list(bm) if not hasattr(bm, "to_array") else bm.to_array(), dtype=np.int64)
+        if hasattr(bm, "to_array"):
+            return np.frombuffer(bm.to_array(), dtype=np.uint32).astype(np.intp)
+        return np.asarray(bitmap.to_list(bm), dtype=np.intp)
     return bitmap.to_list(bm)
 
 
-def select_products(
-    snapshot: Snapshot, creative_id: str, selection: ProductSelection, signals: Mapping[str, str]
-) -> ProductPick:
-    """Filter, score and rank the catalog for one creative and one request (see the module docstring)."""
-    static = snapshot.creative_products.get(creative_id)
-    if static is None or static.eligible_count == 0:
-        return EMPTY_PICK
-    applied: list[str] = []
-    keep: list[Any] = [static.eligible]
+def _request_filters(
+    snapshot: Snapshot, selection: ProductSelection, signals: Mapping[str, str]
+) -> tuple[list[Any], list[Any], list[str]] | None:
+    """Index bitmaps of the request-dependent filters: (keep, drop, applied); None when nothing can match."""
+    keep: list[Any] = []
     drop: list[Any] = []
+    applied: list[str] = []
     for flt in selection.filters:
         if flt.source is None:
             continue
         value = signals.get(flt.source)
         if value is None:
             if flt.required:
-                return ProductPick((), (), 0, (f"{flt.column}: {flt.source} missing (required)",))
+                applied.append(f"{flt.column}: {flt.source} missing (required)")
+                return None
             continue
-        bm = snapshot.index(flt.column, value)
-        everywhere = snapshot.index(flt.column, EVERYWHERE)
-        if everywhere is not None:
-            bm = everywhere if bm is None else bitmap.union(bm, everywhere)
+        bm = snapshot.filter_bitmap(flt.column, value)
         applied.append(f"{flt.column}{'!=' if flt.exclude else '='}{value}")
         if bm is None:
             if flt.exclude:
                 continue
-            return ProductPick((), (), 0, tuple(applied))
+            return None
         (drop if flt.exclude else keep).append(bm)
-    candidates = bitmap.intersect_many(keep)
-    for bm in drop:
-        candidates = bitmap.difference(candidates, bm)
-    count = bitmap.cardinality(candidates)
+    return keep, drop, applied
+
+
+def select_products(
+    snapshot: Snapshot,
+    creative_id: str,
+    selection: ProductSelection,
+    signals: Mapping[str, str],
+    cache: dict[Any, Any] | None = None,
+) -> ProductPick:
+    """Filter, score and rank the catalog for one creative and one request (see the module docstring).
+
+    ``cache`` (a dict living for one decision) shares the request-dependent filter bitmaps between creatives
+    of a group that filter on the same signals.
+    """
+    static = snapshot.creative_products.get(creative_id)
+    if static is None or static.eligible_count == 0:
+        return EMPTY_PICK
+    filters = tuple((f.column, f.source, f.exclude, f.required) for f in selection.filters if f.source is not None)
+    if cache is not None and filters in cache:
+        found = cache[filters]
+    else:
+        found = _request_filters(snapshot, selection, signals)
+        if found is not None:
+            keep, drop, applied = found
+            combined = bitmap.intersect_many(keep) if keep else None
+            for bm in drop:
+                combined = bitmap.difference(combined, bm) if combined is not None else None
+            found = (combined, drop if combined is None else [], applied)
+        if cache is not None:
+            cache[filters] = found
+    if found is None:
+        return ProductPick((), (), 0, ())
+    combined, drop, applied_list = found
+    # Creatives with the same static eligibility (a shared bitmap object, see snapshot loading) and the same
+    # request filters have the same candidates: computed once per decision.
+    rows_key = (filters, id(static.eligible))
+    shared = cache.get(rows_key) if cache is not None else None
+    if shared is None:
+        candidates = static.eligible if combined is None else bitmap.intersect(static.eligible, combined)
+        for bm in drop:
+            candidates = bitmap.difference(candidates, bm)
+        count = bitmap.cardinality(candidates)
+        rows = _rows_array(candidates) if count else None
+        shared = (candidates, count, rows)
+        if cache is not None:
+            cache[rows_key] = shared
+    candidates, count, rows = shared
+    applied = list(applied_list)
     if count == 0:
         return ProductPick((), (), 0, tuple(applied))
 
-    rows = _rows_array(candidates)
     boosts = static.boosts
     if np is not None:
-        scores = boosts[rows].astype(np.float64)
+        scores = boosts.take(rows).astype(np.float64)
     else:
         scores = [float(boosts[r]) for r in rows]
     for boost in selection.boosts:
@@ -110,12 +169,21 @@ def select_products(
         value = signals.get(boost.source)
         if value is None:
             continue
-        mask = _boost_mask(snapshot, boost.column, value, boost.min is not None or boost.max is not None, rows, candidates)
+        numeric = boost.min is not None or boost.max is not None
+        mask_key = (rows_key, boost.column, value, numeric)
+        if cache is not None and mask_key in cache:
+            mask = cache[mask_key]
+        else:
+            mask = _boost_mask(snapshot, boost.column, value, numeric, rows, candidates)
+            if np is not None and mask is not None:
+                mask = np.where(mask, 1.0, 0.0)  # kept as 0/1 so each creative applies its own factor
+            if cache is not None:
+                cache[mask_key] = mask
         if mask is None:
             continue
         applied.append(f"boost {boost.column}~{boost.source}={value} x{boost.factor:g}")
         if np is not None:
-            scores[mask] *= boost.factor
+            scores *= 1.0 + (boost.factor - 1.0) * mask
         else:
             for i in mask:
                 scores[i] *= boost.factor
@@ -133,7 +201,7 @@ def _boost_mask(
             return None
         lo, hi = band
         if np is not None:
-            prices = column.values[rows]
+            prices = column.values.take(rows)
             return (prices >= lo) & (prices <= hi)
         return [i for i, r in enumerate(rows) if lo <= column.values[r] <= hi]
     if isinstance(column, DictColumn):
@@ -141,7 +209,7 @@ def _boost_mask(
         if code is None:
             return None
         if np is not None:
-            return column.codes[rows] == code
+            return column.codes.take(rows) == code
         codes = column.codes
         return [i for i, r in enumerate(rows) if codes[r] == code]
     if snapshot.has_index(column_name):
@@ -159,16 +227,16 @@ def _boost_mask(
 
 
 def _top_n(rows: Any, scores: Any, n: int, count: int, applied: tuple[str, ...]) -> ProductPick:
-    """The best ``n`` rows by score, keeping every row tied with the n-th; ordered (score desc, row asc)."""
+    """The rows whose score is at least the n-th best (ties at the cutoff kept), in ascending row order."""
     if np is not None:
         if count > n:
             threshold = np.partition(scores, count - n)[count - n]
             keep = scores >= threshold
             rows, scores = rows[keep], scores[keep]
-        order = np.lexsort((rows, -scores))
-        return ProductPick(tuple(rows[order].tolist()), tuple(scores[order].tolist()), count, applied)
-    pairs = sorted(zip(scores, rows, strict=True), key=lambda p: (-p[0], p[1]))
+        return ProductPick(rows, scores, count, applied)
     if count > n:
-        threshold = pairs[n - 1][0]
-        pairs = [p for p in pairs if p[0] >= threshold]
-    return ProductPick(tuple(p[1] for p in pairs), tuple(p[0] for p in pairs), count, applied)
+        threshold = sorted(scores, reverse=True)[n - 1]
+        kept = [(r, x) for r, x in zip(rows, scores, strict=True) if x >= threshold]
+        rows = [r for r, _ in kept]
+        scores = [x for _, x in kept]
+    return ProductPick(list(rows), list(scores), count, applied)

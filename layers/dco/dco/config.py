@@ -34,8 +34,6 @@ from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
-
 from dco.campaign import (
     AD_FORMATS,
     DATA_KEYS,
@@ -211,34 +209,55 @@ def _parse_json(text: str) -> Any:
         raise ConfigError("", f"invalid JSON: {exc}") from None
 
 
-_YamlBase: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_CUSTOM_COLUMN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 
 
-class _StrictLoader(_YamlBase):
-    """yaml.safe_load, except that a key repeated in one mapping is an error instead of last-one-wins."""
+_STRICT_LOADER: Any = None
 
-    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
-        if isinstance(node, yaml.MappingNode):
-            seen: set[Any] = set()
-            for key_node, _ in node.value:
-                if key_node.tag == "tag:yaml.org,2002:merge":
-                    continue
-                key = self.construct_object(key_node, deep=True)
-                try:
-                    duplicate = key in seen
-                    seen.add(key)
-                except TypeError:  # unhashable key: the base class reports it
-                    continue
-                if duplicate:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f"duplicate key {_describe(key)}", key_node.start_mark
-                    )
-        return super().construct_mapping(node, deep=deep)
+
+def _strict_loader() -> Any:
+    """yaml.safe_load's loader, except that a key repeated in one mapping is an error instead of last-one-wins.
+
+    Built on first use: PyYAML is imported only when YAML text is parsed, so the decision core (which reads
+    the campaign from a snapshot, or JSON) runs without it (Pyodide, docs/edge.md).
+    """
+    global _STRICT_LOADER
+    if _STRICT_LOADER is not None:
+        return _STRICT_LOADER
+    import yaml
+
+    base: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+    class _StrictLoader(base):  # type: ignore[misc, valid-type]
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            if isinstance(node, yaml.MappingNode):
+                seen: set[Any] = set()
+                for key_node, _ in node.value:
+                    if key_node.tag == "tag:yaml.org,2002:merge":
+                        continue
+                    key = self.construct_object(key_node, deep=True)
+                    try:
+                        duplicate = key in seen
+                        seen.add(key)
+                    except TypeError:  # unhashable key: the base class reports it
+                        continue
+                    if duplicate:
+                        raise yaml.constructor.ConstructorError(
+                            None, None, f"duplicate key {_describe(key)}", key_node.start_mark
+                        )
+            return super().construct_mapping(node, deep=deep)
+
+    _STRICT_LOADER = _StrictLoader
+    return _STRICT_LOADER
 
 
 def _parse_yaml(text: str) -> Any:
     try:
-        return yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass
+        import yaml
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise ConfigError("", "YAML config needs PyYAML (pip install pyyaml); JSON config does not") from None
+    try:
+        return yaml.load(text, Loader=_strict_loader())  # a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc)
@@ -637,6 +656,16 @@ class _Checker:
 
     def feed_column(self, value: Any, path: str) -> str | None:
         return self.choice(value, path, FEED_COLUMNS, "feed column")
+
+    def custom_column(self, value: Any, path: str) -> str | None:
+        """A canonical feed column or a custom one (its lower-case header name)."""
+        text = self.string(value, path)
+        if text is None:
+            return None
+        if text not in FEED_COLUMNS and not _CUSTOM_COLUMN.fullmatch(text):
+            self.error(path, f'"{text}" is not a feed column name (lower-case letters, digits, _ and -)')
+            return None
+        return text
 
     def feed(self, value: Any, path: str) -> FeedSpec:
         data = self.mapping(value, path)
@@ -1387,6 +1416,18 @@ class _Checker:
         data = self.mapping(value, path)
         if data is None:
             return None
+        if "scale" in data:
+            self.fields(data, path, ("column", "scale"), ("factor",))
+            scale = self.boolean(data["scale"], _key(path, "scale"))
+            if scale is not True:
+                self.error(_key(path, "scale"), "must be true (or leave it out)")
+                return None
+            column = self.custom_column(data["column"], _key(path, "column")) if "column" in data else None
+            exponent = self.number(data["factor"], _key(path, "factor"), lo=0.0, lo_open=True) \
+                if "factor" in data else 1.0
+            if column is None:
+                return None
+            return Boost(column=column, factor=exponent or 1.0, scale=True)
         self.fields(data, path, ("column", "factor"), ("values", "from", "min", "max"))
         factor = self.number(data["factor"], _key(path, "factor"), lo=0.0, lo_open=True) \
             if "factor" in data else None

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dco import bandit, learning
+from dco._accel import np
 from dco.campaign import Campaign, Creative, Variant
 from dco.catalog import ProductPick, select_products
 from dco.errors import RequestError
@@ -103,11 +104,20 @@ class Decision:
 
 
 @dataclass
-class _Arm:
+class _Segment:
+    """The eligible arms of one creative: the creative itself (``rows`` None) or its top-N product rows."""
+
     creative: Creative
-    key: str
-    product_row: int | None = None
-    product_score: float | None = None
+    rows: Sequence[int] | None
+    size: int
+
+
+def _locate(segments: list[_Segment], index: int) -> tuple[Creative, int | None]:
+    for seg in segments:
+        if index < seg.size:
+            return seg.creative, None if seg.rows is None else seg.rows[index]
+        index -= seg.size
+    raise IndexError(index)
 
 
 def _decision_id(campaign: str, seed: int, request_id: str | None) -> str:
@@ -124,10 +134,25 @@ def _size_ok(creative: Creative, size: str | None) -> bool:
 class Engine:
     """Decisions over one loaded snapshot. Build once per snapshot (warm), call :meth:`decide` per request."""
 
-    def __init__(self, snapshot: Snapshot) -> None:
+    def __init__(
+        self,
+        snapshot: Snapshot,
+        *,
+        learning_params: learning.LearningParams = learning.DEFAULT_PARAMS,
+        assembly: str = "component",
+    ) -> None:
+        """``learning_params`` tune the component model (:mod:`dco.learning`); ``assembly`` is how Thompson
+        sampling fills an assembled creative: ``component`` (default: per-slot posteriors with context back-off)
+        or ``combination`` (one Beta per full combination per region: the baseline the simulator compares)."""
+        if assembly not in ("component", "combination"):
+            raise ValueError(f"assembly must be component or combination, got {assembly!r}")
         self.snapshot = snapshot
         self.campaign: Campaign = snapshot.campaign
+        self.learning_params = learning_params
+        self.assembly = assembly
         self._product_ids = snapshot.columns.get("id")
+        self._arm_rows_cache: tuple[StatsTable, dict[str, Any]] | None = None
+        self._id_to_row: dict[str, int] | None = None
 
     # ------------------------------------------------------------------------------------------- decide
 
@@ -170,21 +195,21 @@ class Engine:
         theme = campaign.themes[result.theme]
         group = campaign.groups[theme.group]
         wants_video = request.format == "vast"
-        creatives = [
-            campaign.creatives[cid]
-            for cid in group.creatives
-            if (campaign.creatives[cid].type == "video") == wants_video and _size_ok(campaign.creatives[cid], request.size)
-        ]
-        arms: list[_Arm] = []
+        segments: list[_Segment] = []
         picks: dict[str, ProductPick] = {}
-        for creative in creatives:
+        filter_cache: dict[Any, Any] = {}
+        for cid in group.creatives:
+            creative = campaign.creatives[cid]
+            if (creative.type == "video") != wants_video or not _size_ok(creative, request.size):
+                continue
             if creative.type == "dynamic" and creative.products is not None:
-                pick = select_products(self.snapshot, creative.id, creative.products, signals)
+                pick = select_products(self.snapshot, creative.id, creative.products, signals, filter_cache)
                 picks[creative.id] = pick
-                for row, score in zip(pick.rows, pick.scores, strict=True):
-                    arms.append(_Arm(creative, product_arm(creative.id, self._product_id(row)), row, score))
+                if len(pick):
+                    segments.append(_Segment(creative, pick.rows, len(pick)))
             else:
-                arms.append(_Arm(creative, creative_arm(creative.id)))
+                segments.append(_Segment(creative, None, 1))
+        n_arms = sum(seg.size for seg in segments)
         if trace is not None:
             trace["group"] = group.id
             trace["rotation"] = group.rotation
@@ -192,30 +217,31 @@ class Engine:
                 cid: {"candidates": p.candidates, "top_n": len(p.rows), "applied": list(p.applied)}
                 for cid, p in picks.items()
             }
-            trace["arms"] = len(arms)
-        if not arms:
+            trace["arms"] = n_arms
+        if n_arms == 0:
             return self._default(base, result, "default", holdout, trace, theme=result.theme)
 
         rotation = "random" if holdout else group.rotation
-        choice = self._rotate(rotation, arms, group, stats, rng, request, trace)
-        arm = arms[choice.index]
+        choice = self._rotate(rotation, segments, n_arms, group, stats, rng, request, trace)
+        creative, product_row = _locate(segments, choice.index)
         propensity = choice.propensity
-        creative = arm.creative
         variants: tuple[tuple[str, str], ...] = ()
-        product_row = arm.product_row
-        arm_key = arm.key
+        if product_row is None:
+            arm_key = creative_arm(creative.id)
+        else:
+            arm_key = product_arm(creative.id, self._product_id(product_row))
         if creative.type == "assembled":
             if creative.products is not None:
-                pick = select_products(self.snapshot, creative.id, creative.products, signals)
-                picks[creative.id] = pick
-                product_row = pick.rows[0] if pick.rows else None
+                pick = select_products(self.snapshot, creative.id, creative.products, signals, filter_cache)
+                product_row = pick.best()
                 if trace is not None:
                     trace["products"][creative.id] = {
                         "candidates": pick.candidates, "top_n": len(pick.rows), "applied": list(pick.applied)
                     }
-            variants, slot_propensity = self._assemble(creative, signals, request, stats, rng, rotation, trace)
-            if variants is None:
+            chosen, slot_propensity = self._assemble(creative, signals, request, stats, rng, rotation, trace)
+            if chosen is None:
                 return self._default(base, result, "default", holdout, trace, theme=result.theme)
+            variants = chosen
             propensity *= slot_propensity
             arm_key = combination_arm(creative.id, variants)
         return Decision(
@@ -270,24 +296,30 @@ class Engine:
     def _rotate(
         self,
         rotation: str,
-        arms: list[_Arm],
+        segments: list[_Segment],
+        n_arms: int,
         group: Any,
         stats: StatsTable,
         rng: Any,
         request: Any,
         trace: dict[str, Any] | None,
     ) -> bandit.Choice:
-        n = len(arms)
         if rotation == "algo":
-            successes, trials = stats.counts([a.key for a in arms], self.campaign.objective)
-            choice = bandit.thompson(successes, trials, rng, prior=self.campaign.prior)
+            idx = self._stats_rows(segments, stats)
+            successes, trials = stats.counts_at(idx, self.campaign.objective)
+            choice = bandit.thompson(
+                successes, trials, rng, prior=self.campaign.prior,
+                bounds=stats.bounds_at(idx, self.campaign.objective, self.campaign.prior),
+            )
         elif rotation == "random":
-            choice = bandit.uniform(n, rng)
+            choice = bandit.uniform(n_arms, rng)
         else:
             # weighted / sequential pick a creative; within it the best-scored product (rank 0) is shown.
             firsts: dict[str, int] = {}
-            for i, a in enumerate(arms):
-                firsts.setdefault(a.creative.id, i)
+            offset = 0
+            for seg in segments:
+                firsts.setdefault(seg.creative.id, offset)
+                offset += seg.size
             present = [cid for cid in group.creatives if cid in firsts]
             if rotation == "weighted":
                 weights = [group.weights.get(cid, 0.0) for cid in present]
@@ -307,12 +339,67 @@ class Engine:
         if trace is not None:
             trace["choice"] = {
                 "method": choice.method,
-                "arm": arms[choice.index].key,
+                "arm": self._arm_key(segments, choice.index),
                 "propensity": choice.propensity,
                 "skipped_sampling": choice.skipped_sampling,
-                "top_sampled": [[arms[i].key, v] for i, v in choice.sampled],
+                "top_sampled": [[self._arm_key(segments, i), v] for i, v in choice.sampled],
             }
         return choice
+
+    def _arm_key(self, segments: list[_Segment], index: int) -> str:
+        creative, row = _locate(segments, index)
+        return creative_arm(creative.id) if row is None else product_arm(creative.id, self._product_id(row))
+
+    def _stats_rows(self, segments: list[_Segment], stats: StatsTable) -> Any:
+        """Stats-table row numbers of every eligible arm, in arm order (one gather per dynamic creative)."""
+        per_creative = self._arm_rows_for(stats)
+        if np is not None:
+            parts = []
+            for seg in segments:
+                if seg.rows is None:
+                    parts.append(stats.indices([creative_arm(seg.creative.id)]))
+                else:
+                    table = per_creative.get(seg.creative.id)
+                    rows = np.asarray(seg.rows, dtype=np.intp)
+                    parts.append(table[rows] if table is not None else np.full(len(rows), len(stats), dtype=np.intp))
+            return parts[0] if len(parts) == 1 else np.concatenate(parts)
+        out: list[int] = []
+        for seg in segments:
+            if seg.rows is None:
+                out.extend(stats.indices([creative_arm(seg.creative.id)]))
+            else:
+                table = per_creative.get(seg.creative.id)
+                out.extend(table[r] for r in seg.rows) if table is not None else out.extend([len(stats)] * seg.size)
+        return out
+
+    def _arm_rows_for(self, stats: StatsTable) -> dict[str, Any]:
+        """Per dynamic creative, product row -> stats row (the unknown row where the arm has no stats).
+
+        Built once per stats object (a stats refresh), so a decision pays one array gather per creative instead
+        of building and looking up a string key per product arm.
+        """
+        cached = self._arm_rows_cache
+        if cached is not None and cached[0] is stats:
+            return cached[1]
+        unknown = len(stats)
+        tables: dict[str, Any] = {}
+        dynamic = {cid for cid, c in self.campaign.creatives.items() if c.type == "dynamic"}
+        id_to_row = self._id_rows() if dynamic else {}
+        for key, position in stats.items_with_separator(ARM_SEP):
+            cid, _, pid = key.partition(ARM_SEP)
+            if cid not in dynamic:
+                continue
+            row = id_to_row.get(pid)
+            if row is None:
+                continue
+            table = tables.get(cid)
+            if table is None:
+                table = tables[cid] = (
+                    np.full(self.snapshot.rows, unknown, dtype=np.intp) if np is not None else [unknown] * self.snapshot.rows
+                )
+            table[row] = position
+        self._arm_rows_cache = (stats, tables)
+        return tables
 
     def _assemble(
         self,
@@ -337,6 +424,8 @@ class Engine:
             excluded.setdefault(a, set()).add(b)
             excluded.setdefault(b, set()).add(a)
         now_local = request.now.astimezone(_zone(self.campaign.timezone))
+        if rotation == "algo" and self.assembly == "combination":
+            return self._assemble_combination(creative, signals, request, stats, rng, now_local, trace)
         chosen: list[tuple[str, str]] = []
         propensity = 1.0
         slot_trace: dict[str, Any] = {}
@@ -349,10 +438,10 @@ class Engine:
             if not eligible:
                 return None, 0.0
             if rotation == "algo":
-                successes, trials = learning.slot_counts(
-                    stats, creative.id, slot, [v.id for v in eligible], signals, self.campaign.objective
+                choice = learning.choose_variant(
+                    stats, creative.id, slot, [v.id for v in eligible], signals, self.campaign.objective, rng,
+                    prior=self.campaign.prior, params=self.learning_params, explain=trace is not None,
                 )
-                choice = bandit.thompson(successes, trials, rng, prior=self.campaign.prior)
             else:
                 choice = bandit.uniform(len(eligible), rng)
             picked = eligible[choice.index]
@@ -369,10 +458,45 @@ class Engine:
             trace["slots"] = slot_trace
         return tuple(chosen), propensity
 
+    def _assemble_combination(
+        self,
+        creative: Creative,
+        signals: Mapping[str, str],
+        request: Any,
+        stats: StatsTable,
+        rng: Any,
+        now_local: Any,
+        trace: dict[str, Any] | None,
+    ) -> tuple[tuple[tuple[str, str], ...] | None, float]:
+        """The ``combination`` assembly: Thompson sampling over every allowed full combination."""
+        from dco.targeting import rules_match
+
+        slots = []
+        for slot, variants in creative.slots.items():
+            eligible = [
+                v.id for v in variants if v.rules is None or rules_match(v.rules, signals, request.segments, now_local)
+            ]
+            if not eligible:
+                return None, 0.0
+            slots.append((slot, eligible))
+        try:
+            chosen, choice = learning.choose_combination(
+                stats, creative.id, slots, creative.exclusions, signals, self.campaign.objective, rng,
+                prior=self.campaign.prior,
+            )
+        except ValueError:
+            return None, 0.0
+        if trace is not None:
+            trace["slots"] = {"combination": {"chosen": dict(chosen), "propensity": choice.propensity}}
+        return chosen, choice.propensity
+
     # ------------------------------------------------------------------------------------------- content
 
-    def claims(self, decision: Decision, issued_at: int, kid: str = "") -> TokenClaims:
-        """The tracking-token claims of a served decision (what beacons prove about it)."""
+    def claims(
+        self, decision: Decision, issued_at: int, kid: str = "", context: Mapping[str, str] | None = None
+    ) -> TokenClaims:
+        """The tracking-token claims of a served decision (what beacons prove about it). ``context`` is
+        :func:`dco.learning.event_context` of the request: the values component counters are split by."""
         assert decision.creative is not None and decision.arm is not None
         return TokenClaims(
             campaign=decision.campaign,
@@ -386,6 +510,7 @@ class Engine:
             issued_at=issued_at,
             holdout=decision.holdout,
             kid=kid,
+            context=tuple(sorted((context or {}).items())),
         )
 
     def product_values(self, row: int) -> dict[str, str]:
@@ -459,7 +584,8 @@ class Engine:
     ) -> Rendered:
         """Sign the tracking token and render the decision in the request's format."""
         issued_at = int(request.now.timestamp())
-        token = sign(self.claims(decision, issued_at, kid), keys, kid)
+        context = learning.event_context(request.signals())
+        token = sign(self.claims(decision, issued_at, kid, context), keys, kid)
         urls = tracking_urls(base_url, token, click_prefix=request.click_prefix, cache_buster=request.cache_buster)
         content = self.ad_content(decision, urls, request.size)
         return (renderer or default_renderer()).render(content, request.format)
@@ -475,13 +601,16 @@ class Engine:
                 return self.snapshot.columns["link"].get(row)  # type: ignore[union-attr]
         return creative.landing_url
 
-    def _row_of(self, product_id: str) -> int | None:
-        index = getattr(self, "_id_to_row", None)
-        if index is None:
+    def _id_rows(self) -> dict[str, int]:
+        """Product id -> row, built on first use (clicks and stats mapping need it; decisions do not)."""
+        if self._id_to_row is None:
             assert self._product_ids is not None
-            index = {self._product_ids.get(r): r for r in range(self.snapshot.rows)}
-            self._id_to_row = index
-        return index.get(product_id)
+            get = self._product_ids.get
+            self._id_to_row = {get(r): r for r in range(self.snapshot.rows)}
+        return self._id_to_row
+
+    def _row_of(self, product_id: str) -> int | None:
+        return self._id_rows().get(product_id)
 
 
 _ZONES: dict[str, Any] = {}

@@ -170,6 +170,12 @@ def _static_selection(
         if not boost.is_static:
             continue
         where = f"{path}.boosts[{i}]"
+        if boost.scale:
+            multipliers = _scale_values(catalog, boost.column, where)
+            for row, value in enumerate(multipliers):
+                if value != 1.0:
+                    boosts[row] *= value**boost.factor
+            continue
         if boost.min is not None or boost.max is not None:
             column = catalog.numeric.get(boost.column)
             if column is None:
@@ -188,6 +194,24 @@ def _static_selection(
             if normalize_value(boost.column, value) in accepted:
                 boosts[row] *= boost.factor
     return [row for row in range(n) if keep[row]], boosts
+
+
+def _scale_values(catalog: Any, column: str, where: str) -> list[float]:
+    """Per-product multipliers of a ``scale`` boost; anything not a finite non-negative number counts as 1."""
+    if column in catalog.numeric:
+        raw: Sequence[Any] = catalog.numeric[column]
+    elif column in catalog.text:
+        raw = catalog.text[column]
+    else:
+        raise ConfigError(f"{where}.column", f'"{column}" is not a column of the feed')
+    out = []
+    for value in raw:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = 1.0
+        out.append(number if math.isfinite(number) and number >= 0 else 1.0)
+    return out
 
 
 def _check_selection_columns(selection: ProductSelection, catalog: Any, indexed: Iterable[str], path: str) -> None:
@@ -417,7 +441,7 @@ class Snapshot:
     creative_products: dict[str, CreativeProducts]
     nbytes: int
     _index_raw: dict[str, list[Any]] = field(default_factory=dict, repr=False)
-    _index_cache: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
+    _index_cache: dict[tuple[str, ...], Any] = field(default_factory=dict, repr=False)
     _index_pos: dict[str, dict[str, int]] = field(default_factory=dict, repr=False)
     _targeting: Any = field(default=None, repr=False)
 
@@ -443,6 +467,19 @@ class Snapshot:
         if i is None:
             return None
         bm = bitmap.deserialize(self._index_raw[column][i])
+        self._index_cache[key] = bm
+        return bm
+
+    def filter_bitmap(self, column: str, value: str) -> Any | None:
+        """Products a filter ``column = value`` keeps: ``index[value]``, plus ``index["*"]`` (available
+        everywhere) for multi-valued columns; cached. None when no product matches."""
+        key = ("filter", column, value)
+        if key in self._index_cache:
+            return self._index_cache[key]
+        bm = self.index(column, value)
+        everywhere = self.index(column, EVERYWHERE) if value != EVERYWHERE else None
+        if everywhere is not None:
+            bm = everywhere if bm is None else bitmap.union(bm, everywhere)
         self._index_cache[key] = bm
         return bm
 
@@ -565,12 +602,17 @@ def _materialize(meta: dict[str, Any], data: bytes, digest: bytes, fmt: int, nby
         index_pos[column_name] = {v: i for i, v in enumerate(values)}
 
     creative_products: dict[str, CreativeProducts] = {}
+    eligible_by_bytes: dict[bytes, Any] = {}  # creatives with the same static filters share one bitmap object
     for cid, desc in catalog["creatives"].items():
         check(desc["eligible"])
         check(desc["boosts"])
         off, length = desc["eligible"]
+        raw = bytes(view[off : off + length])
+        eligible = eligible_by_bytes.get(raw)
+        if eligible is None:
+            eligible = eligible_by_bytes[raw] = bitmap.deserialize(raw)
         creative_products[cid] = CreativeProducts(
-            eligible=bitmap.deserialize(view[off : off + length]),
+            eligible=eligible,
             boosts=_view(data, desc["boosts"], "f"),
             eligible_count=int(desc["eligible_count"]),
         )

@@ -4,7 +4,8 @@ publish-stats writes one stats object per campaign (msgpack or JSON, decoded to 
 
     {"version": 1, "campaign": "c1", "updated_at": 1700000000,
      "arms": {"<arm key>": [impressions, clicks, conversions, value], ...},
-     "components": {"<component key>": [impressions, clicks, conversions, value], ...}}
+     "components": {"<component key>": [impressions, clicks, conversions, value], ...},
+     "splits": {"holdout": [...], "optimized": [...]}}      # optional: lift totals
 
 :meth:`StatsTable.from_object` validates it (a ``ValueError`` names the bad key) and lays the counts out as
 columns (numpy arrays when numpy is present, lists otherwise) with a key -> row index, so
@@ -86,13 +87,18 @@ def validate_stats(obj: Any) -> dict[str, Any]:
         if not isinstance(rows, Mapping):
             raise ValueError(f"stats {section} must be a mapping, got {type(rows).__name__}")
         out[section] = {key: _check_counters(section, key, row) for key, row in rows.items()}
+    if "splits" in obj:  # optional: holdout/optimized totals for lift (written by publish-stats)
+        rows = obj["splits"]
+        if not isinstance(rows, Mapping):
+            raise ValueError(f"stats splits must be a mapping, got {type(rows).__name__}")
+        out["splits"] = {key: _check_counters("splits", key, row) for key, row in rows.items()}
     return out
 
 
 class StatsTable:
     """In-memory, read-only arm statistics with fast gathers for the bandit."""
 
-    __slots__ = ("campaign", "updated_at", "_keys", "_index", "_rows", "_components", "_cols", "_bounds")
+    __slots__ = ("campaign", "updated_at", "_keys", "_index", "_rows", "_components", "_cols", "_bounds", "memo")
 
     def __init__(self, obj: Mapping[str, Any]) -> None:
         norm = validate_stats(obj)
@@ -117,6 +123,8 @@ class StatsTable:
             cols = {"trials": impressions, "click": clicks, "conversion": conversions}
         self._cols = cols
         self._bounds: dict[tuple[str, float, float], tuple[Any, Any]] = {}
+        # Derived data other modules compute once per table (dco.learning's discounted counts and draw tables).
+        self.memo: dict[Any, Any] = {}
 
     @classmethod
     def from_object(cls, obj: Mapping[str, Any]) -> StatsTable:
@@ -134,6 +142,10 @@ class StatsTable:
     def __contains__(self, arm_key: object) -> bool:
         return arm_key in self._index
 
+    def items_with_separator(self, separator: str) -> list[tuple[str, int]]:
+        """``(arm key, row)`` of every arm whose key contains ``separator`` (product x creative arms use ``|``)."""
+        return [(k, i) for i, k in enumerate(self._keys) if separator in k]
+
     def get(self, arm_key: str) -> ArmStats:
         """The counters of one arm; zeros for an arm never seen."""
         row = self._rows.get(arm_key)
@@ -143,6 +155,10 @@ class StatsTable:
         """The counters of one component variant; zeros when unknown."""
         row = self._components.get(key)
         return _ZERO if row is None else ArmStats(int(row[0]), int(row[1]), int(row[2]), row[3])
+
+    def component_rows(self) -> Mapping[str, list[Any]]:
+        """Every component row, ``key -> [impressions, clicks, conversions, value]`` (read-only by convention)."""
+        return self._components
 
     def indices(self, arm_keys: Sequence[str]) -> Any:
         """Row numbers of ``arm_keys`` (unknown arms map to a zero row); reusable with :meth:`counts_at`."""
@@ -216,10 +232,13 @@ def merge_max(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
     ca, cb = na["campaign"], nb["campaign"]
     if ca is not None and cb is not None and ca != cb:
         raise ValueError(f"cannot merge stats of campaign {ca!r} with stats of campaign {cb!r}")
-    return {
+    out = {
         "version": STATS_VERSION,
         "campaign": ca if ca is not None else cb,
         "updated_at": max(na["updated_at"], nb["updated_at"]),
         "arms": _max_rows(na["arms"], nb["arms"]),
         "components": _max_rows(na["components"], nb["components"]),
     }
+    if "splits" in na or "splits" in nb:
+        out["splits"] = _max_rows(na.get("splits", {}), nb.get("splits", {}))
+    return out
