@@ -247,12 +247,15 @@ class FeedSpec:
     """How the campaign reads its product feed.
 
     ``columns`` maps a canonical field (id, title, price...) to the feed's header name when it differs from the
-    canonical or Google Merchant Center name; ``indexes`` lists the columns that get inverted indexes;
-    ``max_bad_share`` rejects the whole feed when more rows than that share are bad.
+    canonical or Google Merchant Center name; ``indexes`` lists the columns that get inverted indexes; ``keep``
+    lists extra columns the snapshot stores for rendering (a snapshot keeps only the columns decisions and
+    templates use, see docs/snapshot-format.md); ``max_bad_share`` rejects the whole feed when more rows than
+    that share are bad.
     """
 
     columns: dict[str, str] = field(default_factory=dict)
     indexes: tuple[str, ...] = ("category", "brand", "availability", "country")
+    keep: tuple[str, ...] = ()
     max_bad_share: float = 0.05
     max_field_bytes: int = 4096
 

@@ -209,6 +209,7 @@ def _parse_json(text: str) -> Any:
         raise ConfigError("", f"invalid JSON: {exc}") from None
 
 
+_WHITESPACE = re.compile(r"\s")
 _CUSTOM_COLUMN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 
 
@@ -228,7 +229,7 @@ def _strict_loader() -> Any:
 
     base: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
-    class _StrictLoader(base):  # type: ignore[misc, valid-type]
+    class _StrictLoader(base):
         def construct_mapping(self, node: Any, deep: bool = False) -> Any:
             if isinstance(node, yaml.MappingNode):
                 seen: set[Any] = set()
@@ -456,7 +457,7 @@ class _Checker:
             parts is None
             or parts.scheme not in ("http", "https")
             or not parts.netloc
-            or any(c.isspace() for c in text)
+            or _WHITESPACE.search(text) is not None
         ):
             self.error(path, f"expected an absolute http(s) URL, got {_describe(text)}")
             return None
@@ -672,7 +673,7 @@ class _Checker:
         if data is None:
             self.indexes = None
             return FeedSpec()
-        self.fields(data, path, (), ("columns", "indexes", "max_bad_share", "max_field_bytes"))
+        self.fields(data, path, (), ("columns", "indexes", "keep", "max_bad_share", "max_field_bytes"))
         defaults = FeedSpec()
         columns: dict[str, str] = {}
         if "columns" in data:
@@ -717,8 +718,16 @@ class _Checker:
         if "max_field_bytes" in data:
             size = self.integer(data["max_field_bytes"], _key(path, "max_field_bytes"), lo=1, hi=1 << 20)
             max_field_bytes = defaults.max_field_bytes if size is None else size
+        keep: list[str] = []
+        if "keep" in data:
+            keep_path = _key(path, "keep")
+            for i, item in enumerate(self.seq(data["keep"], keep_path, non_empty=False) or []):
+                column = self.custom_column(item, _at(keep_path, i))
+                if column is not None and column not in keep:
+                    keep.append(column)
         return FeedSpec(
-            columns=columns, indexes=indexes, max_bad_share=max_bad_share, max_field_bytes=max_field_bytes
+            columns=columns, indexes=indexes, keep=tuple(keep), max_bad_share=max_bad_share,
+            max_field_bytes=max_field_bytes
         )
 
     # -- rules ------------------------------------------------------------------------------------------

@@ -40,6 +40,11 @@ BUILDER = "dco/0.1.0"
 DICT_MAX_SHARE = 0.5
 # Multi-valued columns: products with no value are indexed under this key ("available everywhere").
 EVERYWHERE = "*"
+# Columns every snapshot stores (when the feed has them): what decisions, templates and clicks read. Others are
+# stored only when the campaign lists them in feed.keep or uses them in a filter or boost.
+STORED_COLUMNS = frozenset(
+    {"title", "link", "image_link", "price", "sale_price", "currency", "brand", "category", "availability"}
+)
 # Columns whose values are compared with request signals: normalised like docs/signals.md.
 _UPPER_COLUMNS = frozenset({"country"})
 
@@ -261,12 +266,20 @@ def build_snapshot(
     blob = _Blob()
     n = len(catalog)
 
-    # Columns.
+    # Columns: the ones decisions and templates read, the campaign's feed.keep and the columns its product
+    # selections use (precomputed into bitmaps and boosts, but kept for inspection and request boosts).
+    wanted = set(STORED_COLUMNS) | set(campaign.feed.keep)
+    for creative in campaign.creatives.values():
+        if creative.products is not None:
+            wanted.update(f.column for f in creative.products.filters)
+            wanted.update(b.column for b in creative.products.boosts)
     columns: dict[str, Any] = {}
     ids = list(catalog.ids)
     data, ends, code = _encode_text(ids)
     columns["id"] = {"kind": "text", "data": blob.add(data), "ends": blob.add(ends), "type": code}
     for name in sorted(catalog.text):
+        if name not in wanted:
+            continue
         values = catalog.text[name]
         distinct = len(set(values))
         if n and distinct <= max(1, int(n * DICT_MAX_SHARE)):
@@ -277,9 +290,11 @@ def build_snapshot(
             data, ends, code = _encode_text(values)
             columns[name] = {"kind": "text", "data": blob.add(data), "ends": blob.add(ends), "type": code}
     for name in sorted(catalog.numeric):
+        if name not in wanted:
+            continue
         columns[name] = {"kind": "f8", "data": blob.add(_pack_array("d", catalog.numeric[name]))}
     for name in sorted(catalog.multi):
-        if name in columns:
+        if name in columns or name not in wanted:
             continue
         joined = [" ".join(v) for v in catalog.multi[name]]
         data, ends, code = _encode_text(joined)
@@ -353,7 +368,7 @@ class TextColumn:
 
     __slots__ = ("_data", "_ends")
 
-    def __init__(self, data: bytes, desc: Mapping[str, Any]) -> None:
+    def __init__(self, data: Any, desc: Mapping[str, Any]) -> None:
         offset, length = desc["data"]
         self._data = memoryview(data)[offset : offset + length]
         self._ends = _view(data, desc["ends"], desc["type"])
@@ -508,38 +523,90 @@ def _fail(message: str) -> CorruptSnapshotError:
     return CorruptSnapshotError(f"corrupt snapshot: {message}")
 
 
+def _envelope(blob: bytes | bytearray | memoryview) -> tuple[int, bytes, memoryview, memoryview]:
+    """Parse the 5-element msgpack envelope without copying the blob.
+
+    Returns ``(format_version, sha256, meta, data)`` with ``meta`` and ``data`` as memoryviews into ``blob``.
+    Only the exact shapes :func:`build_snapshot` writes are accepted; anything else is corrupt.
+    """
+    buf = memoryview(blob).cast("B") if not isinstance(blob, memoryview) else blob.cast("B")
+    size = len(buf)
+    pos = 0
+
+    def need(n: int) -> None:
+        if pos + n > size:
+            raise _fail("truncated envelope")
+
+    def read_bin() -> memoryview:
+        nonlocal pos
+        need(1)
+        tag = buf[pos]
+        widths = {0xC4: 1, 0xC5: 2, 0xC6: 4}
+        if tag not in widths:
+            raise _fail("expected a binary field in the envelope")
+        width = widths[tag]
+        need(1 + width)
+        length = int.from_bytes(buf[pos + 1 : pos + 1 + width], "big")
+        pos += 1 + width
+        need(length)
+        out = buf[pos : pos + length]
+        pos += length
+        return out
+
+    need(1)
+    if buf[0] != 0x95:  # fixarray of 5
+        raise _fail("not a dco snapshot (bad magic)")
+    pos = 1
+    need(1)
+    tag = buf[pos]
+    if not 0xA0 <= tag <= 0xBF:
+        raise _fail("not a dco snapshot (bad magic)")
+    length = tag & 0x1F
+    need(1 + length)
+    if bytes(buf[pos + 1 : pos + 1 + length]) != MAGIC.encode():
+        raise _fail("not a dco snapshot (bad magic)")
+    pos += 1 + length
+    need(1)
+    tag = buf[pos]
+    if tag <= 0x7F:
+        fmt = tag
+        pos += 1
+    elif tag in (0xCC, 0xCD, 0xCE):
+        width = {0xCC: 1, 0xCD: 2, 0xCE: 4}[tag]
+        need(1 + width)
+        fmt = int.from_bytes(buf[pos + 1 : pos + 1 + width], "big")
+        pos += 1 + width
+    else:
+        raise _fail("bad format version field")
+    digest = bytes(read_bin())
+    meta = read_bin()
+    data = read_bin()
+    if pos != size:
+        raise _fail("trailing bytes after the envelope")
+    if fmt < 1:
+        raise _fail("bad format version field")
+    if len(digest) != 32:
+        raise _fail("bad hash field")
+    return fmt, digest, meta, data
+
+
 def read_header(blob: bytes) -> tuple[int, str]:
     """``(format_version, version)`` of a snapshot object without verifying it (for listings)."""
-    try:
-        outer = msgpack.unpackb(blob, raw=False)
-    except Exception as exc:
-        raise _fail(f"not a msgpack object ({exc.__class__.__name__})") from None
-    if not isinstance(outer, list) or len(outer) != 5 or outer[0] != MAGIC:
-        raise _fail("not a dco snapshot (bad magic)")
-    return int(outer[1]), "sha256:" + bytes(outer[2]).hex()
+    fmt, digest, _, _ = _envelope(blob)
+    return fmt, "sha256:" + digest.hex()
 
 
-def load_snapshot(blob: bytes) -> Snapshot:
-    """Verify and load snapshot bytes.
+def load_snapshot(blob: bytes | bytearray | memoryview) -> Snapshot:
+    """Verify and load snapshot bytes (zero-copy: columns are views into ``blob``, which must stay alive).
 
     Raises :class:`CorruptSnapshotError` when the object is truncated, altered or not a snapshot, and
     :class:`SnapshotVersionError` when it was written by a newer format version.
     """
-    try:
-        outer = msgpack.unpackb(blob, raw=False, use_list=True)
-    except Exception as exc:
-        raise _fail(f"not a msgpack object ({exc.__class__.__name__})") from None
-    if not isinstance(outer, list) or len(outer) != 5 or outer[0] != MAGIC:
-        raise _fail("not a dco snapshot (bad magic)")
-    _, fmt, expected, meta_bytes, data = outer
-    if not isinstance(fmt, int) or fmt < 1:
-        raise _fail("bad format version field")
+    fmt, expected, meta_bytes, data = _envelope(blob)
     if fmt > FORMAT_VERSION:
         raise SnapshotVersionError(
             f"snapshot format version {fmt} is newer than this code reads (<= {FORMAT_VERSION}); upgrade the layer"
         )
-    if not isinstance(expected, bytes) or not isinstance(meta_bytes, bytes) or not isinstance(data, bytes):
-        raise _fail("bad field types")
     digest = hashlib.sha256(meta_bytes)
     digest.update(data)
     if digest.digest() != expected:
@@ -551,11 +618,11 @@ def load_snapshot(blob: bytes) -> Snapshot:
         raise
     except ConfigError as exc:
         raise _fail(f"embedded campaign is invalid: {exc}") from None
-    except (KeyError, TypeError, ValueError, IndexError) as exc:
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, msgpack.UnpackException) as exc:
         raise _fail(f"bad structure ({exc.__class__.__name__}: {exc})") from None
 
 
-def _materialize(meta: dict[str, Any], data: bytes, digest: bytes, fmt: int, nbytes: int) -> Snapshot:
+def _materialize(meta: dict[str, Any], data: memoryview, digest: bytes, fmt: int, nbytes: int) -> Snapshot:
     from dco.config import campaign_from_dict
 
     catalog = meta["catalog"]
@@ -590,7 +657,7 @@ def _materialize(meta: dict[str, Any], data: bytes, digest: bytes, fmt: int, nby
     index_values: dict[str, list[str]] = {}
     index_raw: dict[str, list[Any]] = {}
     index_pos: dict[str, dict[str, int]] = {}
-    view = memoryview(data)
+    view = data
     for column_name, idx in catalog["indexes"].items():
         values = list(idx["values"])
         raws = []
