@@ -25,6 +25,10 @@ Safety, by context (docs/rendering.md has the full rules):
 Templates are Jinja2 sources shipped in ``dco/templates`` and read once with :mod:`importlib.resources` into a
 ``DictLoader`` (works from a zip import and in Pyodide, unlike ``PackageLoader``). Build one :class:`Renderer` per
 warm process; it compiles each template once. Templates are trusted code (not sandboxed); ad content is not.
+
+Engines: Jinja2 when it is importable, else :mod:`dco.minitemplate` (standard library only: Pyodide, the
+``dco-runtime`` wheel without extras), which implements exactly the Jinja2 subset the shipped templates use and
+renders them byte-identically (tests/unit/test_minitemplate.py). ``Renderer(engine="mini")`` forces it.
 """
 
 from __future__ import annotations
@@ -37,17 +41,25 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from functools import cache
 from importlib import resources
+from typing import Any
 
-from jinja2 import DictLoader, Environment, StrictUndefined, Template
-from markupsafe import Markup
-
-from dco import __version__
+from dco import __version__, minitemplate
 from dco.campaign import AD_FORMATS, MediaFile
 from dco.errors import ConfigError, RequestError
 from dco.tracking import safe_url
 
+_jinja2: Any
+try:  # pragma: no cover - which branch runs depends on the environment
+    import jinja2 as _jinja2
+    from markupsafe import Markup
+except ImportError:  # pragma: no cover
+    _jinja2 = None
+    from dco.minitemplate import Markup  # type: ignore[assignment]
+
 __all__ = [
     "CONTENT_TYPES",
+    "DEFAULT_ENGINE",
+    "TEMPLATE_ENGINES",
     "AdContent",
     "Rendered",
     "Renderer",
@@ -68,6 +80,8 @@ CONTENT_TYPES: dict[str, str] = {
     "json": "application/json",
     "vast": "application/xml",
 }
+TEMPLATE_ENGINES: tuple[str, ...] = ("jinja2", "mini")
+DEFAULT_ENGINE = "mini" if _jinja2 is None else "jinja2"
 VAST_VERSION = "4.2"
 DEFAULT_CTA = "Learn more"
 
@@ -260,23 +274,29 @@ class Renderer:
     ``templates`` (file name -> Jinja2 source) adds templates or replaces shipped ones by name; an HTML
     template ``<name>.html`` is selected by ``AdContent.template == name``. ``_base.html`` is the shared
     document frame, ``tag.js`` the JS loader (every value through ``|tojs``), ``vast.xml`` the VAST document
-    (every value through ``|xmltext``).
+    (every value through ``|xmltext``). ``engine`` is ``"jinja2"``, ``"mini"`` (:mod:`dco.minitemplate`) or
+    None for :data:`DEFAULT_ENGINE` (Jinja2 when installed).
     """
 
-    def __init__(self, templates: Mapping[str, str] | None = None) -> None:
+    def __init__(self, templates: Mapping[str, str] | None = None, *, engine: str | None = None) -> None:
         sources = _package_templates()
         sources.update(templates or {})
-        self._env = Environment(
-            loader=DictLoader(sources),
+        engine = engine or DEFAULT_ENGINE
+        if engine not in TEMPLATE_ENGINES or (engine == "jinja2" and _jinja2 is None):
+            raise ValueError(f"template engine must be one of {TEMPLATE_ENGINES} (and installed), got {engine!r}")
+        lib: Any = _jinja2 if engine == "jinja2" else minitemplate
+        self.engine = engine
+        self._env = lib.Environment(
+            loader=lib.DictLoader(sources),
             autoescape=True,
-            undefined=StrictUndefined,
+            undefined=lib.StrictUndefined,
             trim_blocks=True,
             lstrip_blocks=True,
             auto_reload=False,
         )
         self._env.filters["tojs"] = lambda value: Markup(js_literal(value))
         self._env.filters["xmltext"] = xml_text
-        self._compiled: dict[str, Template] = {}
+        self._compiled: dict[str, Any] = {}
         self._html_names = frozenset(
             name[: -len(".html")] for name in sources if name.endswith(".html") and not name.startswith("_")
         )
@@ -286,7 +306,7 @@ class Renderer:
         """The names ``AdContent.template`` may take (for config validation)."""
         return self._html_names
 
-    def _template(self, name: str) -> Template:
+    def _template(self, name: str) -> Any:
         template = self._compiled.get(name)
         if template is None:
             template = self._compiled[name] = self._env.get_template(name)
