@@ -58,6 +58,15 @@ def test_round_trip_restores_every_claim() -> None:
     assert verify(token, KEYS, now=NOW + 60) == dataclasses.replace(CLAIMS, kid="k1")
 
 
+def test_context_rides_as_an_optional_twelfth_element() -> None:
+    with_context = dataclasses.replace(CLAIMS, context=(("device", "mobile"), ("region", "pnw")))
+    token = sign(with_context, KEYS, "k1")
+    assert verify(token, KEYS, now=NOW) == dataclasses.replace(with_context, kid="k1")
+    assert len(msgpack.unpackb(unb64(token.split(".")[1]), raw=False)) == 12
+    # Without context the payload keeps the 11-element shape of earlier tokens.
+    assert len(msgpack.unpackb(unb64(sign(CLAIMS, KEYS, "k1").split(".")[1]), raw=False)) == 11
+
+
 def test_token_is_compact_and_url_safe() -> None:
     token = sign(CLAIMS, KEYS, "k1")
     version, payload, mac = token.split(".")

@@ -13,15 +13,19 @@ Token format (version 1), at most :data:`MAX_TOKEN_CHARS` characters, URL-safe w
 
     v1.<payload>.<mac>
     payload = base64url(msgpack([campaign, experience, arm, creative, product, variants, snapshot,
-                                 decision_id, issued_at, holdout, kid]))           (no padding)
+                                 decision_id, issued_at, holdout, kid(, context)]))  (no padding)
     mac     = base64url(HMAC-SHA256(keys[kid], "v1." + payload))                  (all 32 bytes, 43 chars)
+
+``context`` (the decision's context values for component counters, ``[[dimension, value], ...]`` sorted, see
+:func:`dco.learning.event_context`) is appended as a 12th element only when non-empty, so tokens without it are
+byte-identical to those of earlier releases and both shapes verify.
 
 The key id ``kid`` travels inside the payload, so keys rotate without a flag day: sign with the new key, keep
 the old key in the verification map until the longest-lived token signed with it has expired (``max_age``).
 The full 256-bit MAC is kept (43 characters); truncation would save ~20 characters for no real gain.
 Verification compares MACs in constant time (:func:`hmac.compare_digest`). The payload is decoded before the MAC
 is checked (the kid is inside it); decoding is bounded by the token length and rejects anything but the exact
-11-element array shape.
+11- or 12-element array shape.
 
 Nothing here reads the clock or the environment: ``now`` (unix seconds) and the key map are passed in.
 """
@@ -64,7 +68,7 @@ FUTURE = "future"
 UNKNOWN_CAMPAIGN = "unknown_campaign"
 
 _TOKEN_CHARS = re.compile(r"[A-Za-z0-9_.\-]+")
-_CLAIM_COUNT = 11
+_CLAIM_COUNT = 11  # the 12th element, context, is optional
 
 
 @dataclass(frozen=True)
@@ -73,7 +77,9 @@ class TokenClaims:
 
     ``arm`` is the bandit arm id credited by outcomes; ``variants`` lists the component variants of an assembled
     creative (empty otherwise); ``snapshot`` is the snapshot version that served; ``issued_at`` is unix seconds;
-    ``holdout`` marks decisions served to the holdout group; ``kid`` names the signing key (set by :func:`sign`).
+    ``holdout`` marks decisions served to the holdout group; ``kid`` names the signing key (set by :func:`sign`);
+    ``context`` holds the ``(dimension, value)`` pairs of the request that component counters are split by
+    (region, device), sorted by dimension: the track function cannot see the request's signals, the token can.
     """
 
     campaign: str
@@ -87,6 +93,7 @@ class TokenClaims:
     issued_at: int
     holdout: bool
     kid: str = ""
+    context: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -120,17 +127,30 @@ def _mac(key: bytes, signed_part: str) -> bytes:
 
 
 def _claims_to_list(claims: TokenClaims, kid: str) -> list[object]:
-    return [
+    items: list[object] = [
         claims.campaign, claims.experience, claims.arm, claims.creative, claims.product, list(claims.variants),
         claims.snapshot, claims.decision_id, claims.issued_at, claims.holdout, kid,
     ]
+    if claims.context:
+        items.append([list(pair) for pair in claims.context])
+    return items
 
 
 def _claims_from_list(items: object) -> TokenClaims:
     """Rebuild claims from a decoded payload, checking every type; raises ValueError on any mismatch."""
-    if not isinstance(items, list) or len(items) != _CLAIM_COUNT:
-        raise ValueError("payload is not an 11-element array")
-    campaign, experience, arm, creative, product, variants, snapshot, decision_id, issued_at, holdout, kid = items
+    if not isinstance(items, list) or len(items) not in (_CLAIM_COUNT, _CLAIM_COUNT + 1):
+        raise ValueError("payload is not an 11- or 12-element array")
+    campaign, experience, arm, creative, product, variants, snapshot, decision_id, issued_at, holdout, kid = items[
+        :_CLAIM_COUNT
+    ]
+    raw_context = items[_CLAIM_COUNT] if len(items) > _CLAIM_COUNT else []
+    if not isinstance(raw_context, list) or not raw_context and len(items) > _CLAIM_COUNT:
+        raise ValueError("context must be a non-empty list of [dimension, value] pairs")  # one spelling per value
+    context: list[tuple[str, str]] = []
+    for pair in raw_context:
+        if not isinstance(pair, list | tuple) or len(pair) != 2 or not all(isinstance(x, str) for x in pair):
+            raise ValueError("context must be a list of [dimension, value] string pairs")
+        context.append((pair[0], pair[1]))
     for value in (campaign, experience, arm, creative, snapshot, decision_id, kid):
         if not isinstance(value, str):
             raise ValueError("string claim expected")
@@ -145,7 +165,7 @@ def _claims_from_list(items: object) -> TokenClaims:
     return TokenClaims(
         campaign=campaign, experience=experience, arm=arm, creative=creative, product=product,
         variants=tuple(variants), snapshot=snapshot, decision_id=decision_id, issued_at=issued_at,
-        holdout=holdout, kid=kid,
+        holdout=holdout, kid=kid, context=tuple(context),
     )
 
 
