@@ -1,0 +1,415 @@
+"""Folding events into counters: the pure half of the fold function.
+
+Data flow (docs/fold.md)::
+
+    Events stream batch ──(handler: TypeDeserializer)──> plain NEW_IMAGE dicts
+        ──parse_event──> EventRecord (or PoisonRecordError: reported as a batch item failure)
+        ──aggregate──> FoldBatch: per (shard, campaign, counter key) the summed Delta, plus each record's step
+        ──dco.aws.counters.CounterStore.apply──> one conditional UpdateItem per distinct counter
+
+Which counters an event increments is :func:`dco.learning.counter_keys`. The kind of an event gives its delta:
+an impression adds 1 impression, a click 1 click, a conversion 1 conversion and its value.
+
+Exactly-once needs more than the totals: when a counter turns out to hold part of a batch already (a
+redelivery), the adapter asks :meth:`CounterFold.after` for the delta of only the records past the counter's
+watermark. So each counter keeps its steps ``(sequence, delta)`` in stream order.
+
+Sequence numbers are decimal strings of up to 40 digits (DynamoDB Streams). DynamoDB numbers keep 38
+significant digits, so they are compared as zero-padded 40-character strings (:func:`sequence_key`), where
+lexicographic order is numeric order.
+
+Pure: no boto3, no environment, no clock. Numbers stay exact (``Decimal`` values, ``int`` counts), so any
+split of a batch into partial applications sums to exactly the clean application.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from dco.errors import DcoError
+from dco.learning import BUCKET_SUFFIX, DEFAULT_PARAMS, counter_keys
+
+__all__ = [
+    "SEQUENCE_WIDTH",
+    "Delta",
+    "EventRecord",
+    "CounterFold",
+    "FoldBatch",
+    "PoisonRecordError",
+    "aggregate",
+    "parse_event",
+    "prune_buckets",
+    "sequence_key",
+    "counter_row",
+    "stats_updates",
+]
+
+SEQUENCE_WIDTH = 40  # DynamoDB Streams sequence numbers: 21 to 40 decimal digits
+_ZERO = Decimal(0)
+
+# Event kinds as stored in the Events table (either spelling) -> the counter field they increment.
+_KIND_TO_FIELD: dict[str, str] = {
+    "imp": "impressions",
+    "impression": "impressions",
+    "click": "clicks",
+    "conv": "conversions",
+    "conversion": "conversions",
+}
+
+
+class PoisonRecordError(DcoError, ValueError):
+    """A stream record that can never be folded (missing or malformed fields). ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+def sequence_key(sequence: str) -> str:
+    """The sortable form of a stream sequence number: zero-padded to 40 digits.
+
+    >>> sequence_key("111") < sequence_key("1000")
+    True
+    """
+    if not isinstance(sequence, str) or not sequence.isdigit() or not sequence.isascii():
+        raise PoisonRecordError(f"sequence number must be decimal digits, got {sequence!r}")
+    if len(sequence) > SEQUENCE_WIDTH:
+        raise PoisonRecordError(f"sequence number longer than {SEQUENCE_WIDTH} digits: {sequence!r}")
+    return sequence.zfill(SEQUENCE_WIDTH)
+
+
+@dataclass(frozen=True)
+class Delta:
+    """What a batch (or one record) adds to one counter."""
+
+    impressions: int = 0
+    clicks: int = 0
+    conversions: int = 0
+    value: Decimal = _ZERO
+
+    def __add__(self, other: Delta) -> Delta:
+        return Delta(
+            self.impressions + other.impressions,
+            self.clicks + other.clicks,
+            self.conversions + other.conversions,
+            self.value + other.value,
+        )
+
+    def __bool__(self) -> bool:
+        return bool(self.impressions or self.clicks or self.conversions or self.value)
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    """One decoded Events item with where it sits in the stream.
+
+    ``sequence`` is the stream's sequence number as delivered (what a batch item failure must name);
+    ``shard`` is the stream shard (the lane whose order the counters' watermarks follow); ``created_at`` is
+    the record's ApproximateCreationDateTime in unix seconds (0 when unknown); ``ts`` is the event's own time
+    (the Events item's ``ts``), which places it in the time-bucketed component counters (None: no buckets).
+    """
+
+    campaign: str
+    kind: str
+    arm: str
+    creative: str
+    variants: tuple[str, ...] = ()
+    context: tuple[tuple[str, str], ...] = ()
+    holdout: bool = False
+    value: Decimal = _ZERO
+    sequence: str = "0"
+    shard: str = ""
+    created_at: int = 0
+    ts: int | None = None
+
+    @property
+    def sequence_key(self) -> str:
+        return sequence_key(self.sequence)
+
+    def delta(self) -> Delta:
+        """The delta this event adds to each of its counters."""
+        name = _KIND_TO_FIELD[self.kind]
+        if name == "impressions":
+            return _IMPRESSION
+        if name == "clicks":
+            return _CLICK
+        return Delta(conversions=1, value=self.value)
+
+    def counter_keys(self) -> list[str]:
+        """Every counter key this event increments (:func:`dco.learning.counter_keys`)."""
+        return counter_keys(
+            arm=self.arm,
+            creative=self.creative,
+            variants=self.variants,
+            context=dict(self.context),
+            holdout=self.holdout,
+            now_s=self.ts,
+        )
+
+
+_FIELD_INDEX = {"impressions": 0, "clicks": 1, "conversions": 2}
+_IMPRESSION = Delta(impressions=1)
+_CLICK = Delta(clicks=1)
+
+
+def _text(image: Mapping[str, Any], name: str) -> str:
+    value = image.get(name)
+    if not isinstance(value, str) or not value:
+        raise PoisonRecordError(f"event attribute {name!r} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _decimal(value: Any) -> Decimal:
+    if isinstance(value, bool):
+        raise PoisonRecordError(f"event value must be a number, got {value!r}")
+    try:
+        number = value if isinstance(value, Decimal) else Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        raise PoisonRecordError(f"event value must be a number, got {value!r}") from None
+    if not number.is_finite() or number < 0:
+        raise PoisonRecordError(f"event value must be a finite non-negative number, got {value!r}")
+    return number
+
+
+def parse_event(
+    image: Mapping[str, Any], *, sequence: str, shard: str = "", created_at: int = 0
+) -> EventRecord:
+    """An :class:`EventRecord` from a deserialized Events NEW_IMAGE (plain dict: str, Decimal, list, dict, bool).
+
+    Raises :class:`PoisonRecordError` naming the first missing or malformed attribute.
+
+    >>> parse_event({"campaign": "c1", "kind": "imp", "arm": "a", "creative": "a"}, sequence="7").counter_keys()
+    ['arm:a', 'split:optimized']
+    """
+    if not isinstance(image, Mapping):
+        raise PoisonRecordError("record has no NEW_IMAGE")
+    sequence_key(sequence)  # validates
+    kind = _text(image, "kind")
+    if kind not in _KIND_TO_FIELD:
+        raise PoisonRecordError(f"event kind {kind!r} is not one of imp, click, conv")
+    variants = image.get("variants") or []
+    if not isinstance(variants, list | tuple) or not all(isinstance(v, str) and "=" in v for v in variants):
+        raise PoisonRecordError(f"event variants must be a list of 'slot=variant' strings, got {variants!r}")
+    context = image.get("context") or {}
+    if not isinstance(context, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in context.items()
+    ):
+        raise PoisonRecordError(f"event context must be a map of strings, got {context!r}")
+    holdout = image.get("holdout", False)
+    if not isinstance(holdout, bool):
+        raise PoisonRecordError(f"event holdout must be a boolean, got {holdout!r}")
+    value = _decimal(image.get("value", 0) or 0)
+    ts = image.get("ts")
+    if ts is not None:
+        if isinstance(ts, bool) or not isinstance(ts, int | Decimal) or ts < 0 or ts != int(ts):
+            raise PoisonRecordError(f"event ts must be whole unix seconds, got {ts!r}")
+        ts = int(ts)
+    return EventRecord(
+        campaign=_text(image, "campaign"),
+        kind=kind,
+        arm=_text(image, "arm"),
+        creative=_text(image, "creative"),
+        variants=tuple(variants),
+        context=tuple(sorted(context.items())),
+        holdout=holdout,
+        value=value if _KIND_TO_FIELD[kind] == "conversions" else _ZERO,
+        sequence=sequence,
+        shard=shard,
+        created_at=int(created_at),
+        ts=ts,
+    )
+
+
+@dataclass
+class CounterFold:
+    """The part of a batch that goes to one counter from one shard.
+
+    ``steps`` are ``(sequence key, sequence, delta)`` in stream order (ascending sequence keys); ``total`` is
+    their sum; ``first``/``last`` are the lowest and highest sequence keys.
+    """
+
+    shard: str
+    campaign: str
+    key: str
+    steps: list[tuple[str, str, Delta]] = field(default_factory=list)
+    sums: list[Any] = field(default_factory=lambda: [0, 0, 0, _ZERO])  # running total, mutable for speed
+
+    @property
+    def total(self) -> Delta:
+        """The sum of every step."""
+        return Delta(*self.sums)
+
+    @property
+    def pk(self) -> str:
+        """The Counters table key: ``<campaign>#<counter key>`` (docs/storage.md)."""
+        return f"{self.campaign}#{self.key}"
+
+    @property
+    def first(self) -> str:
+        return self.steps[0][0]
+
+    @property
+    def last(self) -> str:
+        return self.steps[-1][0]
+
+    def after(self, watermark: str) -> tuple[Delta, str, str] | None:
+        """``(delta, last key, lowest raw sequence)`` of the steps past ``watermark`` (a sequence key), or None.
+
+        Used when the counter already holds a prefix of this batch: only the rest may be added.
+        """
+        total = Delta()
+        lowest: str | None = None
+        last = ""
+        for key, raw, delta in self.steps:
+            if key > watermark:
+                total = total + delta
+                last = key
+                if lowest is None:
+                    lowest = raw
+        return None if lowest is None else (total, last, lowest)
+
+
+@dataclass
+class FoldBatch:
+    """A batch aggregated per counter.
+
+    ``counters`` maps ``(shard, campaign, counter key)`` to its :class:`CounterFold`; ``last_sequence`` maps
+    each shard to the highest sequence key of the batch; ``events`` counts the folded records;
+    ``created_at`` is the newest record's creation time (unix seconds, 0 when unknown).
+    """
+
+    counters: dict[tuple[str, str, str], CounterFold] = field(default_factory=dict)
+    last_sequence: dict[str, str] = field(default_factory=dict)
+    events: int = 0
+    created_at: int = 0
+
+    def deltas(self) -> dict[tuple[str, str], Delta]:
+        """Totals per ``(campaign, counter key)``, all shards together (what one clean application adds)."""
+        out: dict[tuple[str, str], Delta] = {}
+        for fold in self.counters.values():
+            key = (fold.campaign, fold.key)
+            out[key] = out.get(key, Delta()) + fold.total
+        return out
+
+
+def aggregate(records: Iterable[EventRecord]) -> FoldBatch:
+    """Sum a batch's events per counter (and per shard).
+
+    Records of one shard must come in stream order (as Lambda delivers them); a record whose sequence number
+    is not above the previous one of its shard raises ``ValueError`` (the handler never builds such a batch).
+    Writes then grow with distinct counters, not events.
+
+    >>> r = [parse_event({"campaign": "c", "kind": k, "arm": "a", "creative": "a"}, sequence=s, shard="s1")
+    ...      for k, s in (("imp", "1"), ("imp", "2"), ("click", "3"))]
+    >>> batch = aggregate(r)
+    >>> batch.deltas()[("c", "arm:a")]
+    Delta(impressions=2, clicks=1, conversions=0, value=Decimal('0'))
+    """
+    batch = FoldBatch()
+    counters = batch.counters
+    last = batch.last_sequence
+    for record in records:
+        seq_key = record.sequence_key
+        shard = record.shard
+        previous = last.get(shard)
+        if previous is not None and seq_key <= previous:
+            raise ValueError(f"records of shard {shard!r} out of order at sequence {record.sequence}")
+        last[shard] = seq_key
+        delta = record.delta()
+        step = (seq_key, record.sequence, delta)
+        campaign = record.campaign
+        index = _FIELD_INDEX[_KIND_TO_FIELD[record.kind]]
+        value = delta.value
+        for key in record.counter_keys():
+            ident = (shard, campaign, key)
+            fold = counters.get(ident)
+            if fold is None:
+                fold = counters[ident] = CounterFold(shard, campaign, key)
+            fold.steps.append(step)
+            sums = fold.sums
+            sums[index] += 1
+            if value:
+                sums[3] += value
+        batch.events += 1
+        if record.created_at > batch.created_at:
+            batch.created_at = record.created_at
+    return batch
+
+
+# ------------------------------------------------------------------------------------- counters -> stats rows
+
+# Counter key prefix -> section of the stats object (dco.stats); other prefixes are not published.
+_PREFIX_TO_SECTION: dict[str, str] = {"arm:": "arms", "comp:": "components", "split:": "splits"}
+
+
+def _count(image: Mapping[str, Any], name: str) -> int:
+    value = image.get(name, 0)
+    if isinstance(value, bool) or not isinstance(value, int | Decimal | float):
+        raise PoisonRecordError(f"counter attribute {name!r} must be a number, got {value!r}")
+    if value < 0 or value != int(value):
+        raise PoisonRecordError(f"counter attribute {name!r} must be a whole non-negative count, got {value!r}")
+    return int(value)
+
+
+def counter_row(image: Mapping[str, Any]) -> tuple[str, str, str, list[Any]] | None:
+    """``(campaign, section, key, [impressions, clicks, conversions, value])`` of a Counters item image.
+
+    ``None`` for counters the stats object does not carry; :class:`PoisonRecordError` for a malformed item.
+
+    >>> counter_row({"pk": "c1#arm:a", "impressions": Decimal(3), "clicks": Decimal(1)})
+    ('c1', 'arms', 'a', [3, 1, 0, 0.0])
+    """
+    pk = image.get("pk")
+    if not isinstance(pk, str) or "#" not in pk:
+        raise PoisonRecordError(f"counter pk must be '<campaign>#<counter key>', got {pk!r}")
+    campaign, _, key = pk.partition("#")
+    if not campaign or not key:
+        raise PoisonRecordError(f"counter pk must be '<campaign>#<counter key>', got {pk!r}")
+    for prefix, section in _PREFIX_TO_SECTION.items():
+        if key.startswith(prefix) and len(key) > len(prefix):
+            row = [_count(image, "impressions"), _count(image, "clicks"), _count(image, "conversions")]
+            value = _decimal(image.get("value", 0) or 0)
+            return campaign, section, key[len(prefix):], [*row, float(value)]
+    return None
+
+
+def stats_updates(rows: Iterable[tuple[str, str, str, list[Any]]], *, now: int) -> dict[str, dict[str, Any]]:
+    """Per campaign, a stats object (dco.stats shape) holding the given absolute rows, maxed per key.
+
+    Counts only grow, so the maximum of several images of one counter is its newest state; the result merges
+    into the published object with :func:`dco.stats.merge_max`.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for campaign, section, key, row in rows:
+        obj = out.get(campaign)
+        if obj is None:
+            obj = out[campaign] = {
+                "version": 1, "campaign": campaign, "updated_at": int(now),
+                "arms": {}, "components": {}, "splits": {},
+            }
+        seen = obj[section].get(key)
+        obj[section][key] = row if seen is None else [max(a, b) for a, b in zip(seen, row, strict=True)]
+    return out
+
+
+def prune_buckets(obj: dict[str, Any], keep: int = DEFAULT_PARAMS.buckets) -> dict[str, Any]:
+    """Drop time-bucketed component rows (``...#e<bucket>``) older than the newest ``keep`` buckets.
+
+    The newest bucket is the highest one in the object, so pruning after every :func:`dco.stats.merge_max`
+    keeps the merge order-free and idempotent (a bucket once out of the window stays out). Returns ``obj``.
+    """
+    components = obj.get("components") or {}
+    buckets: dict[str, int] = {}
+    for key in components:
+        head, sep, tail = key.rpartition(BUCKET_SUFFIX)
+        if sep and head and tail.isdigit():
+            buckets[key] = int(tail)
+    if buckets:
+        newest = max(buckets.values())
+        for key, bucket in buckets.items():
+            if bucket <= newest - keep:
+                del components[key]
+    return obj

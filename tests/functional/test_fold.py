@@ -1,0 +1,291 @@
+"""fold on moto: the handler with its sample events, and exactly-once under redelivery and injected failures.
+
+The fault-injection tests replay Lambda's stream semantics: a batch is a contiguous run of one shard; after a
+crash the whole batch comes again; after a partial batch response the shard is re-read from the lowest reported
+sequence number (and the new batch may run further, ending at a different sequence number); much later the
+same records may come again. Whatever happens, the counters must equal one clean application.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+from dco.aws.counters import CounterStore, decode_stream
+from dco.fold import Delta, EventRecord, aggregate, parse_event
+
+from tests.conftest import load_event
+from tests.functional.conftest import AwsResources, load_handler
+
+SHARD = "shardId-00000001714550000000-0a1b2c3d"
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def counters(aws: AwsResources) -> dict[str, Delta]:
+    """Every counter item as a Delta (watermarks left out)."""
+    out: dict[str, Delta] = {}
+    paginator = aws.dynamodb.get_paginator("scan")
+    for page in paginator.paginate(TableName=aws.counters_table, ConsistentRead=True):
+        for item in page["Items"]:
+            out[item["pk"]["S"]] = Delta(
+                int(item["impressions"]["N"]), int(item["clicks"]["N"]), int(item["conversions"]["N"]),
+                Decimal(item["value"]["N"]),
+            )
+    return out
+
+
+def campaign_counters(aws: AwsResources, records: list[EventRecord]) -> dict[str, Delta]:
+    """The counter items of the keys ``records`` touch (BatchGetItem: no scan of the whole table)."""
+    out: dict[str, Delta] = {}
+    keys = sorted(expected(records))
+    for start in range(0, len(keys), 100):
+        request = {aws.counters_table: {"Keys": [{"pk": {"S": k}} for k in keys[start:start + 100]],
+                                        "ConsistentRead": True}}
+        for item in aws.dynamodb.batch_get_item(RequestItems=request)["Responses"][aws.counters_table]:
+            out[item["pk"]["S"]] = Delta(
+                int(item["impressions"]["N"]), int(item["clicks"]["N"]), int(item["conversions"]["N"]),
+                Decimal(item["value"]["N"]),
+            )
+    return out
+
+
+def expected(records: list[EventRecord]) -> dict[str, Delta]:
+    """What one clean application of ``records`` gives (pure)."""
+    return {f"{c}#{k}": d for (c, k), d in aggregate(records).deltas().items()}
+
+
+def synthetic(
+    seed: int, n: int, campaign: str, shards: tuple[str, ...] = (SHARD,), *, arms: int = 4, small: bool = False
+) -> list[EventRecord]:
+    """``n`` events over a few arms, variants and contexts, spread over ``shards`` with increasing sequences.
+
+    ``small`` keeps the counters per event few (one slot, one context dimension), for the write-by-write tests.
+    """
+    rng = random.Random(seed)
+    records = []
+    for i in range(n):
+        arm_n = rng.randrange(arms)
+        kind = rng.choices(["imp", "click", "conv"], weights=[8, 2, 1])[0]
+        context = {"region": rng.choice(["pnw", "ne"])}
+        if not small:
+            context["device"] = rng.choice(["mobile", "desktop"])
+        image = {
+            "campaign": campaign, "kind": kind, "arm": f"cr|h{arm_n}.i{arm_n % 2}", "creative": "cr",
+            "variants": [f"headline=h{arm_n}"] if small else [f"headline=h{arm_n}", f"image=i{arm_n % 2}"],
+            "context": context,
+            "holdout": rng.random() < 0.1, "value": Decimal(f"{rng.randrange(1, 9999)}.{rng.randrange(100):02d}"),
+        }
+        if not small:
+            image["ts"] = Decimal(1_714_550_400 + i)
+        shard = shards[i % len(shards)]
+        records.append(parse_event(image, sequence=str(4421584500000000017450439000 + i), shard=shard,
+                                   created_at=1_714_550_400 + i))
+    return records
+
+
+class Crash(RuntimeError):
+    """The function dies mid-batch (timeout, out of memory): Lambda retries the whole batch."""
+
+
+class FaultyClient:
+    """A DynamoDB client that lets ``allow`` UpdateItem calls through, then crashes or throttles."""
+
+    def __init__(self, client: Any, allow: int, mode: str) -> None:
+        self.client, self.allow, self.mode, self.calls = client, allow, mode, 0
+
+    def update_item(self, **kwargs: Any) -> Any:
+        self.calls += 1
+        if self.calls > self.allow:
+            if self.mode == "crash":
+                raise Crash(f"killed after {self.allow} writes")
+            raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow"}},
+                              "UpdateItem")
+        return self.client.update_item(**kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+
+def deliver(store: CounterStore, records: list[EventRecord]) -> list[str]:
+    """One invocation over ``records`` (one shard's run); returns the failed sequence numbers (raises on crash)."""
+    return store.apply(aggregate(records)).failed_sequences
+
+
+def from_sequence(records: list[EventRecord], sequence: str) -> list[EventRecord]:
+    """Lambda's redelivery after a partial batch response: the shard from ``sequence`` on."""
+    return [r for r in records if r.sequence_key >= sequence.zfill(40)]
+
+
+# ------------------------------------------------------------------------------------------------ handler
+
+
+@pytest.fixture
+def fold_app(settings: Any, aws: AwsResources) -> Any:
+    return load_handler("fold")
+
+
+def test_handler_folds_the_sample_batch(fold_app: Any, aws: AwsResources, lambda_context: Any) -> None:
+    event = load_event("fold", "batch")
+    response = fold_app.lambda_handler(event, lambda_context)
+
+    assert response == {"batchItemFailures": []}
+    records, poison = decode_stream(event["Records"], "stream")
+    assert poison == []
+    got = counters(aws)
+    assert got == expected(records)
+    assert got["spring-sale#arm:cr-retail|h01.img07"] == Delta(impressions=2, clicks=1)
+    assert got["spring-sale#comp:cr-retail|headline=h01@region=pnw"] == Delta(impressions=2, clicks=1)
+    assert got["spring-sale#split:holdout"] == Delta(impressions=1)
+    assert got["spring-sale#arm:cr-product|SKU-1"] == Delta(impressions=1)
+
+
+def test_writes_equal_distinct_counters(aws: AwsResources, settings: Any) -> None:
+    records = synthetic(1, 1000, "c-writes")
+    batch = aggregate(records)
+    result = CounterStore(aws.counters_table, aws.dynamodb).apply(batch)
+    assert result.writes == result.counters == len(batch.counters) == result.applied
+    assert result.counters < len(records)  # 1,000 events, a few dozen counters
+    assert counters(aws) == expected(records)
+
+
+def test_redelivered_batch_changes_nothing(fold_app: Any, aws: AwsResources, lambda_context: Any) -> None:
+    event = load_event("fold", "batch")
+    fold_app.lambda_handler(event, lambda_context)
+    once = counters(aws)
+
+    # WHEN the whole batch, then its second half (a partial redelivery) come again
+    assert fold_app.lambda_handler(copy.deepcopy(event), lambda_context) == {"batchItemFailures": []}
+    half = {"Records": event["Records"][2:]}
+    assert fold_app.lambda_handler(half, lambda_context) == {"batchItemFailures": []}
+
+    # THEN the counters are those of one application, and every counter was a conditional skip
+    assert counters(aws) == once
+    result = fold_app.STORE.apply(aggregate(decode_stream(event["Records"], "stream")[0]))
+    assert result.applied == 0 and result.skipped == result.counters == result.writes
+
+
+def test_poison_record_is_reported_and_the_rest_applied_once(
+    fold_app: Any, aws: AwsResources, lambda_context: Any
+) -> None:
+    event = load_event("fold", "poison")
+    poison_sequence = event["Records"][2]["dynamodb"]["SequenceNumber"]
+
+    response = fold_app.lambda_handler(event, lambda_context)
+    assert response == {"batchItemFailures": [{"itemIdentifier": poison_sequence}]}
+    good, poison = decode_stream(event["Records"], "stream")
+    assert [seq for seq, _ in poison] == [poison_sequence] and len(good) == 4
+    assert counters(aws) == expected(good)
+
+    # Lambda redelivers from the poison record on, until it gives up: nothing is counted twice.
+    redelivery = {"Records": event["Records"][2:]}
+    for _ in range(3):
+        assert fold_app.lambda_handler(redelivery, lambda_context) == response
+    assert counters(aws) == expected(good)
+    assert counters(aws)["spring-sale#arm:cr-retail"] == Delta(2, 1, 1, Decimal("42.50"))
+
+
+def test_windowed_event_names_the_shard_and_returns_state(
+    fold_app: Any, aws: AwsResources, lambda_context: Any
+) -> None:
+    event = load_event("fold", "windowed")
+    assert fold_app.lambda_handler(event, lambda_context) == {"batchItemFailures": [], "state": {}}
+    item = aws.dynamodb.get_item(TableName=aws.counters_table, Key={"pk": {"S": "spring-sale#arm:cr-retail"}})
+    watermark = item["Item"][f"seq_{event['shardId']}"]["S"]
+    assert watermark == "0000000000004421584500000000017450439094@1714550407"
+
+
+# ------------------------------------------------------------------------------------------------ exactly once
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("mode", ["crash", "throttle"])
+def test_exactly_once_under_failure_after_every_write(aws: AwsResources, seed: int, mode: str) -> None:
+    shards = (SHARD, "shardId-00000001714550000000-ffff0000")
+    clean = CounterStore(aws.counters_table, aws.dynamodb, max_workers=1)
+    k = 0
+    while True:
+        campaign = f"c{seed}-{mode}-{k}"
+        records = synthetic(seed, 16, campaign, shards, arms=2, small=True)
+        first, later = records[:10], records[10:]  # the stream grows while the batch is retried
+        by_shard = {s: [r for r in first if r.shard == s] for s in shards}
+        if k >= len(aggregate(by_shard[SHARD]).counters):
+            break
+        faulty = CounterStore(aws.counters_table, FaultyClient(aws.dynamodb, k, mode), max_workers=1,
+                              max_attempts=2, sleep=lambda _s: None)
+        # GIVEN the other shard folds into the same counters
+        assert deliver(clean, by_shard[shards[1]]) == []
+        # WHEN the first shard's batch fails after k writes
+        if mode == "crash":
+            with pytest.raises(Crash):
+                deliver(faulty, by_shard[SHARD])
+            # THEN Lambda retries the whole batch...
+            assert deliver(clean, by_shard[SHARD]) == []
+        else:
+            failed = deliver(faulty, by_shard[SHARD])
+            assert failed, "the throttled counters are reported"
+            # ...or, after a partial batch response, re-reads the shard from the lowest failed record: a batch
+            # that runs further than the first one (new records arrived meanwhile)
+            shard_records = [r for r in records if r.shard == SHARD]
+            assert deliver(clean, from_sequence(shard_records, failed[0])) == []
+        # AND the rest of the stream is folded, and an hour later it all comes again
+        for shard in shards:
+            whole = [r for r in records if r.shard == shard]
+            assert deliver(clean, [r for r in later if r.shard == shard]) == []
+            assert deliver(clean, whole) == []
+        assert campaign_counters(aws, records) == expected(records), f"seed {seed}, {mode} after {k} writes"
+        k += 1
+    assert k > 5
+
+
+def test_exactly_once_with_concurrent_writers(aws: AwsResources) -> None:
+    records = synthetic(9, 300, "c-parallel")
+    store = CounterStore(aws.counters_table, aws.dynamodb, max_workers=8)
+    assert deliver(store, records[:200]) == []
+    assert deliver(store, records[100:]) == []  # overlaps the first batch
+    assert deliver(store, records) == []
+    assert counters(aws) == expected(records)
+
+
+def test_throttling_is_retried_then_reported(aws: AwsResources) -> None:
+    records = synthetic(4, 50, "c-throttle")
+
+    class Throttled(FaultyClient):
+        def update_item(self, **kwargs: Any) -> Any:
+            self.calls += 1
+            if self.calls % 3:  # two throttles before each success
+                raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "slow"}}, "UpdateItem")
+            return self.client.update_item(**kwargs)
+
+    sleeps: list[float] = []
+    store = CounterStore(aws.counters_table, Throttled(aws.dynamodb, 0, ""), max_workers=1, sleep=sleeps.append)
+    result = store.apply(aggregate(records))
+    assert result.failed_sequences == [] and result.applied == result.counters
+    assert result.throttled == 2 * result.counters and sleeps[:2] == [0.05, 0.1]
+    assert counters(aws) == expected(records)
+
+    # With fewer attempts than throttles, every counter is reported by its first record, nothing applied twice.
+    more = synthetic(5, 20, "c-throttle-2")
+    stubborn = CounterStore(aws.counters_table, FaultyClient(aws.dynamodb, 0, "throttle"), max_workers=1,
+                            max_attempts=3, sleep=lambda _s: None)
+    result = stubborn.apply(aggregate(more))
+    assert result.failed == result.counters and result.failed_sequences[0] == more[0].sequence
+    assert deliver(CounterStore(aws.counters_table, aws.dynamodb), more) == []
+    assert {pk: d for pk, d in counters(aws).items() if pk.startswith("c-throttle-2#")} == expected(more)
+
+
+def test_stale_watermarks_of_closed_shards_are_pruned(aws: AwsResources) -> None:
+    store = CounterStore(aws.counters_table, aws.dynamodb)
+    old = [EventRecord("c-prune", "imp", "a", "a", sequence="100", shard="old-shard", created_at=1_000)]
+    new = [EventRecord("c-prune", "imp", "a", "a", sequence="5", shard="new-shard", created_at=1_000 + 49 * 3600)]
+    assert deliver(store, old) == []
+    result = store.apply(aggregate(new))
+    assert result.pruned == 2 and result.writes == 2 + 2  # 2 counters, each updated then pruned
+    item = aws.dynamodb.get_item(TableName=aws.counters_table, Key={"pk": {"S": "c-prune#arm:a"}})["Item"]
+    assert "seq_old-shard" not in item and "seq_new-shard" in item
+    assert item["impressions"] == {"N": "2"}
