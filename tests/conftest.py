@@ -20,7 +20,7 @@ BLOCKED = ("numpy", "pyroaring")
 class _Blocker(importlib.abc.MetaPathFinder):
     def find_spec(self, fullname, path=None, target=None):  # noqa: ANN001
         if fullname.split(".")[0] in BLOCKED:
-            raise ImportError(f"{fullname} blocked by --pure-python")
+            raise ModuleNotFoundError(f"{fullname} blocked by --pure-python")
         return None
 
 

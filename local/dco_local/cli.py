@@ -159,6 +159,15 @@ def build_parser() -> argparse.ArgumentParser:
     from dco_local import bench
 
     bench.add_parser(sub)
+    from dco_local import evaluate, report, simulate
+    for module in (simulate, evaluate, report):
+        module.add_parser(sub)
+    from dco_local import demo  # the main job: dco demo
+
+    demo.add_parser(sub)
+    from dco_local import serve  # the local stack: dco serve, dco invoke
+
+    serve.add_parser(sub)
     return parser
 
 

@@ -131,6 +131,7 @@ def test_many_arms_prunes_losers_and_keeps_the_contenders() -> None:
         ([30, 35, 28], [1000, 1000, 900]),
         ([3, 5, 1, 4], [60, 80, 30, 70]),
         ([12, 15], [400, 420]),
+        ([20, 22, 25, 18, 30, 21, 24, 19, 27, 23, 26], [800] * 11),  # > 8 survivors: vectorized quadrature
     ],
 )
 def test_propensity_estimate_close_to_monte_carlo(succ: list[int], trials: list[int]) -> None:

@@ -304,6 +304,8 @@ class Engine:
         request: Any,
         trace: dict[str, Any] | None,
     ) -> bandit.Choice:
+        if n_arms == 1 and trace is None:  # one eligible arm: every method picks it with certainty
+            return bandit.Choice(0, 1.0, "thompson" if rotation == "algo" else rotation, (), True)
         if rotation == "algo":
             idx = self._stats_rows(segments, stats)
             successes, trials = stats.counts_at(idx, self.campaign.objective)
@@ -414,8 +416,9 @@ class Engine:
         """Choose one variant per slot: eligible by variant rules, no excluded pair, per-slot Thompson for algo.
 
         Slots are filled in config order; for each slot the variants are ranked (sampled value for algo, a
-        uniform shuffle otherwise) and the best one not excluded by an earlier pick wins. The propensity is the
-        product of the per-slot choice probabilities (exact for uniform, estimated for Thompson).
+        uniform shuffle otherwise) and the best one not excluded by an earlier pick wins. For algo each slot is
+        one :func:`dco.learning.choose_variant` step (component model with context back-off, per-refresh draw
+        tables). The propensity is the product of the per-slot choice probabilities (exact for both).
         """
         from dco.targeting import rules_match
 
@@ -430,16 +433,20 @@ class Engine:
         propensity = 1.0
         slot_trace: dict[str, Any] = {}
         for slot, variants in creative.slots.items():
-            eligible: list[Variant] = [
-                v for v in variants if v.rules is None or rules_match(v.rules, signals, request.segments, now_local)
-            ]
-            blocked = set().union(*(excluded.get(v, set()) for _, v in chosen)) if chosen else set()
-            eligible = [v for v in eligible if v.id not in blocked]
+            if _ruleless(variants):
+                eligible: Sequence[Variant] = variants
+            else:
+                eligible = [
+                    v for v in variants if v.rules is None or rules_match(v.rules, signals, request.segments, now_local)
+                ]
+            if excluded and chosen:
+                blocked = set().union(*(excluded.get(v, set()) for _, v in chosen))
+                eligible = [v for v in eligible if v.id not in blocked]
             if not eligible:
                 return None, 0.0
             if rotation == "algo":
                 choice = learning.choose_variant(
-                    stats, creative.id, slot, [v.id for v in eligible], signals, self.campaign.objective, rng,
+                    stats, creative.id, slot, _ids(eligible), signals, self.campaign.objective, rng,
                     prior=self.campaign.prior, params=self.learning_params, explain=trace is not None,
                 )
             else:
@@ -611,6 +618,28 @@ class Engine:
 
     def _row_of(self, product_id: str) -> int | None:
         return self._id_rows().get(product_id)
+
+
+_SLOT_INFO: dict[int, tuple[tuple[Variant, ...], bool, tuple[str, ...]]] = {}
+
+
+def _slot_info(variants: tuple[Variant, ...]) -> tuple[tuple[Variant, ...], bool, tuple[str, ...]]:
+    found = _SLOT_INFO.get(id(variants))
+    if found is None or found[0] is not variants:
+        found = _SLOT_INFO[id(variants)] = (variants, all(v.rules is None for v in variants), tuple(v.id for v in variants))
+    return found
+
+
+def _ruleless(variants: tuple[Variant, ...]) -> bool:
+    """True when no variant of a slot has rules (cached per slot tuple: they live as long as the campaign)."""
+    return _slot_info(variants)[1]
+
+
+def _ids(variants: Sequence[Variant]) -> tuple[str, ...]:
+    """Variant ids; for a whole slot tuple the cached tuple (the same object every time, cheap to compare)."""
+    if isinstance(variants, tuple):
+        return _slot_info(variants)[2]
+    return tuple(v.id for v in variants)
 
 
 _ZONES: dict[str, Any] = {}

@@ -121,25 +121,8 @@ class NumpyRng:
         return float(self._take().random())
 
     def betas(self, alpha: Any, beta: Any) -> Any:
-        """Beta samples as ``G(alpha) / (G(alpha) + G(beta))`` from one ``standard_gamma`` call.
-
-        Exact (it is how numpy draws Beta for alpha, beta > 1 too) and cheaper per call than
-        ``Generator.beta``, whose argument checks dominate for a few dozen arms. Shapes below 1 (or invalid
-        ones, which then raise ``ValueError``) go to ``Generator.beta``.
-        """
-        gen = self._take()
-        a = np.asarray(alpha, dtype=float)  # type: ignore[union-attr]
-        if a.ndim != 1:
-            return gen.beta(alpha, beta)
-        k = a.shape[0]
-        shapes = np.concatenate((a, np.asarray(beta, dtype=float)))  # type: ignore[union-attr]
-        if not shapes.min() >= 1.0:  # tiny shapes can underflow both gammas; numpy's Beta handles them
-            return gen.beta(alpha, beta)
-        g = gen.standard_gamma(shapes)
-        ga = g[:k]
-        g[k:] += ga
-        ga /= g[k:]
-        return ga
+        """``Generator.beta`` (measured: cheaper than a hand-made gamma ratio at a few dozen arms)."""
+        return self._take().beta(alpha, beta)
 
     def integers(self, n: int) -> int:
         return int(self._take().integers(n))

@@ -1,0 +1,652 @@
+"""``dco simulate``: play a scenario against the real engine, in-process, and measure how fast it learns.
+
+Data flow::
+
+    scenario JSON ──> Truth (click probability per context x combination, per drift phase; oracle and random CTRs
+                      in closed form)
+                 ──> campaign dict (examples/retail with the scenario's slots on its assembled creative, or one
+                      generated: one assembled creative, a tree node per region, holdout 0.1)
+                 ──> snapshot (dco.snapshot.build_snapshot) ──> dco.engine.Engine
+    per impression:  context ~ scenario, viewer ~ a pool per context (holdout is per viewer)
+                     ──> Engine.decide(AdRequest, StatsTable, seed) ──> click ~ Bernoulli(truth)
+                     ──> batch[(combination, context, holdout)] += (1, click)
+    every stats_refresh impressions (the serverless lag):
+                     batch ──> dco.learning.counter_keys per distinct event (the fold's keys, with the event's
+                     time bucket) ──> absolute counters ──> dco.learning.stats_object (publish-stats' shape,
+                     newest time buckets only) ──> StatsTable.from_object ──> the next decisions
+
+Scenario file (see examples/scenarios/*.json)::
+
+    {"name": "...", "impressions": 200000,
+     "contexts": {"region": {"pnw": 0.2, ...}, "device": {"mobile": 0.6, "desktop": 0.4}},
+     "slots": {"image": ["img01", ...], "headline": [...], "cta": [...]},
+     "truth": {"base_logit": -4.6, "terms": [{"when": {"image": "img07", "region": "pnw"}, "logit": 0.8}, ...]},
+     "drift": [{"at": 0.5, "terms": [...]}],              # replaces the terms from that fraction of the run on
+     "stats_refresh": 1000,                               # impressions between stats publications
+     "impressions_per_day": 50000,                        # simulated clock (time buckets, half-life)
+     "campaign": "examples/retail/campaign.yaml", "creative": "cr-retail", "experience": "retail-main"}
+
+Context keys become request signals: ``region`` -> ``geo.region``, ``device`` -> ``device.type``, anything else
+-> ``context.<key>``. Policies: ``dco`` (the product default, component-level), ``per-arm-ts`` (one Beta per full
+combination per region), ``random`` (the group's rotation set to random).
+
+Metrics (all but ``all_traffic_ctr``/``holdout_ctr`` are over the traffic the policy steers, i.e. without the
+holdout, whose uniform rotation is the same under every policy):
+
+* ``ctr`` realized clicks / impressions; ``expected_ctr`` the mean true click probability of what was served;
+* ``tail_ctr`` realized CTR over the last 10 % of the impressions;
+* ``oracle_ctr`` the best combination per context, averaged over contexts (by probability) and drift phases
+  (by their share of the run); ``random_ctr`` the mean over all combinations, likewise (closed form);
+* ``regret`` expected clicks lost to the oracle: ``sum(p_best - p_served)``;
+* ``impressions_to_90pct_oracle``: a moving window of ``W = min(10,000, max(500, N / 20))`` steered impressions;
+  the ratio ``sum(p_served) / sum(p_best)`` over the window (expected CTRs, so click noise does not decide it);
+  the first impression count (all traffic) after which the ratio stays >= 0.9 to the end of the run; null if
+  it ends below. ``recovery`` gives, per drift change, the same count measured from the change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import hashlib
+import itertools
+import json
+import math
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+SCENARIO_DIR = ROOT / "examples" / "scenarios"
+POLICIES = ("dco", "per-arm-ts", "random")
+SIGNAL_OF = {"region": "geo.region", "device": "device.type"}
+START = datetime(2026, 11, 2, tzinfo=UTC)
+VIEWERS_PER_CONTEXT = 2000
+
+
+class ScenarioError(ValueError):
+    """A scenario file that cannot be played (the message names the field)."""
+
+
+# ------------------------------------------------------------------------------------------------ scenario
+
+
+@dataclass(frozen=True)
+class Phase:
+    start: float  # fraction of the run
+    terms: tuple[tuple[tuple[tuple[str, str], ...], float], ...]
+
+
+@dataclass
+class Scenario:
+    name: str
+    impressions: int
+    contexts: dict[str, dict[str, float]]
+    slots: dict[str, list[str]]
+    base_logit: float
+    phases: list[Phase]
+    stats_refresh: int = 1000
+    impressions_per_day: int = 50_000
+    campaign: str | None = None
+    creative: str | None = None
+    experience: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+def _terms(items: Any, where: str, names: set[str]) -> tuple[tuple[tuple[tuple[str, str], ...], float], ...]:
+    if not isinstance(items, list):
+        raise ScenarioError(f"{where} must be a list")
+    out = []
+    for i, term in enumerate(items):
+        when = term.get("when") if isinstance(term, Mapping) else None
+        if not isinstance(when, Mapping) or not isinstance(term.get("logit"), int | float):
+            raise ScenarioError(f"{where}[{i}] must be {{'when': {{...}}, 'logit': number}}")
+        for key in when:
+            if key not in names:
+                raise ScenarioError(f"{where}[{i}].when: {key!r} is neither a slot nor a context key")
+        out.append((tuple(sorted((str(k), str(v)) for k, v in when.items())), float(term["logit"])))
+    return tuple(out)
+
+
+def scenario_from_dict(data: Mapping[str, Any]) -> Scenario:
+    """Validate a scenario mapping (``ScenarioError`` names the field)."""
+    try:
+        contexts = {str(k): {str(v): float(p) for v, p in vals.items()} for k, vals in data.get("contexts", {}).items()}
+        slots = {str(k): [str(v) for v in vals] for k, vals in data["slots"].items()}
+        truth = data["truth"]
+        base = float(truth["base_logit"])
+    except (KeyError, AttributeError, TypeError, ValueError) as exc:
+        raise ScenarioError(f"scenario needs slots, truth.base_logit and valid contexts ({exc})") from None
+    if not slots or any(not v for v in slots.values()):
+        raise ScenarioError("slots must name at least one variant per slot")
+    for key, dist in contexts.items():
+        total = sum(dist.values())
+        if not dist or any(p < 0 for p in dist.values()) or abs(total - 1.0) > 1e-6:
+            raise ScenarioError(f"contexts.{key} probabilities must be non-negative and sum to 1 (got {total})")
+    overlap = set(slots) & set(contexts)
+    if overlap:
+        raise ScenarioError(f"{sorted(overlap)} are both slots and context keys")
+    names = set(slots) | set(contexts)
+    phases = [Phase(0.0, _terms(truth.get("terms", []), "truth.terms", names))]
+    for i, change in enumerate(data.get("drift", []) or []):
+        at = float(change["at"])
+        if not phases[-1].start < at < 1.0:
+            raise ScenarioError(f"drift[{i}].at must increase within (0, 1)")
+        phases.append(Phase(at, _terms(change.get("terms", []), f"drift[{i}].terms", names)))
+    return Scenario(
+        name=str(data.get("name", "scenario")),
+        impressions=int(data.get("impressions", 100_000)),
+        contexts=contexts,
+        slots=slots,
+        base_logit=base,
+        phases=phases,
+        stats_refresh=int(data.get("stats_refresh", 1000)),
+        impressions_per_day=int(data.get("impressions_per_day", 50_000)),
+        campaign=data.get("campaign"),
+        creative=data.get("creative"),
+        experience=data.get("experience"),
+        raw=dict(data),
+    )
+
+
+def load_scenario(name_or_path: str) -> Scenario:
+    """A scenario by file path or by name (``examples/scenarios/<name>.json``)."""
+    path = Path(name_or_path)
+    if not path.exists():
+        path = SCENARIO_DIR / f"{name_or_path}.json"
+    try:
+        data = json.loads(path.read_text())
+    except OSError:
+        known = ", ".join(sorted(p.stem for p in SCENARIO_DIR.glob("*.json")))
+        raise ScenarioError(f"no scenario file {name_or_path!r} (named scenarios: {known})") from None
+    except json.JSONDecodeError as exc:
+        raise ScenarioError(f"{path}: not JSON: {exc}") from None
+    return scenario_from_dict(data)
+
+
+# --------------------------------------------------------------------------------------------------- truth
+
+
+class Truth:
+    """Click probabilities of every (context, combination) per phase, and the closed-form benchmarks.
+
+    Contexts are the cross product of the scenario's context keys (independent), combinations the cross product
+    of the slots in scenario order; combination ``j`` has mixed-radix digits = variant positions.
+    """
+
+    def __init__(self, scenario: Scenario) -> None:
+        self.scenario = scenario
+        keys = list(scenario.contexts)
+        self.context_keys = keys
+        values = [list(scenario.contexts[k]) for k in keys]
+        self.contexts: list[dict[str, str]] = [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*values)]
+        self.context_probs = np.array(
+            [math.prod(scenario.contexts[k][v] for k, v in c.items()) for c in self.contexts] or [1.0]
+        )
+        if not self.contexts:
+            self.contexts = [{}]
+        self.slot_names = list(scenario.slots)
+        self.variants = [scenario.slots[s] for s in self.slot_names]
+        self.shape = tuple(len(v) for v in self.variants)
+        self.n_combos = math.prod(self.shape)
+        self.combos: list[tuple[str, ...]] = list(itertools.product(*self.variants))
+        self.phases = scenario.phases
+        self.tables = [self._table(p) for p in scenario.phases]  # (contexts, combos) probabilities
+        bounds = [p.start for p in scenario.phases] + [1.0]
+        self.shares = [b - a for a, b in itertools.pairwise(bounds)]
+
+    def _table(self, phase: Phase) -> Any:
+        logits = np.full((len(self.contexts), self.n_combos), self.scenario.base_logit)
+        for when, logit in phase.terms:
+            ctx_mask = np.array([all(c.get(k) == v for k, v in when if k in self.scenario.contexts) for c in self.contexts])
+            grids = []
+            for slot, variants in zip(self.slot_names, self.variants, strict=True):
+                wanted = [v for k, v in when if k == slot]
+                grids.append(np.array([all(w == x for w in wanted) for x in variants]))
+            combo_mask = grids[0]
+            for g in grids[1:]:
+                combo_mask = np.logical_and.outer(combo_mask, g)
+            logits += logit * np.outer(ctx_mask, combo_mask.reshape(-1))
+        return 1.0 / (1.0 + np.exp(-logits))
+
+    def phase_at(self, fraction: float) -> int:
+        index = 0
+        for i, p in enumerate(self.phases):
+            if fraction >= p.start:
+                index = i
+        return index
+
+    def oracle_ctr(self) -> float:
+        """Best combination per context, weighted by context probability, then by phase share."""
+        return float(sum(s * float(self.context_probs @ t.max(axis=1)) for s, t in zip(self.shares, self.tables, strict=True)))
+
+    def random_ctr(self) -> float:
+        """Uniform random combinations (the engine's random rotation: uniform per slot = uniform over combos)."""
+        return float(sum(s * float(self.context_probs @ t.mean(axis=1)) for s, t in zip(self.shares, self.tables, strict=True)))
+
+    def signals(self, context: Mapping[str, str]) -> dict[str, str]:
+        return {SIGNAL_OF.get(k, f"context.{k}"): v for k, v in context.items()}
+
+
+# ------------------------------------------------------------------------------------------------ campaign
+
+
+def _load_yaml_campaign(path: str) -> dict[str, Any]:
+    from dco.config import parse_config_text
+
+    p = Path(path)
+    if not p.is_absolute():
+        p = ROOT / p
+    return copy.deepcopy(dict(parse_config_text(p.read_bytes())))
+
+
+def campaign_for(scenario: Scenario, policy: str, *, holdout: float | None = None, with_products: bool = False) -> tuple[dict[str, Any], str, str]:
+    """``(campaign dict, creative id, experience id)`` for a scenario and a policy.
+
+    With ``campaign`` in the scenario: that config, its assembled creative's slots replaced by the scenario's
+    (variant content from the config; every scenario variant id must exist there). Variant rules, exclusions
+    and (unless ``with_products``) the product feed of that creative are dropped: the scenario's truth is the
+    whole world, and it has no notion of eligibility or products. Otherwise a campaign is generated.
+    ``random`` sets the rotation of every group to ``random``.
+    """
+    if scenario.campaign:
+        data = _load_yaml_campaign(scenario.campaign)
+        cid = scenario.creative or next(c["id"] for c in data["creatives"] if c.get("type") == "assembled")
+        creative = next((c for c in data["creatives"] if c["id"] == cid), None)
+        if creative is None or creative.get("type") != "assembled":
+            raise ScenarioError(f"campaign has no assembled creative {cid!r}")
+        slots: dict[str, list[dict[str, Any]]] = {}
+        for slot, ids in scenario.slots.items():
+            known = {v["id"]: v for v in creative.get("slots", {}).get(slot, [])}
+            if not known:
+                raise ScenarioError(f"slot {slot!r} is not a slot of {cid} (has {sorted(creative.get('slots', {}))})")
+            missing = [v for v in ids if v not in known]
+            if missing:
+                raise ScenarioError(f"slot {slot!r}: variants {missing} are not in {cid}")
+            slots[slot] = [{k: v for k, v in known[i].items() if k != "rules"} for i in ids]
+        creative["slots"] = slots
+        creative.pop("exclusions", None)
+        if not with_products:
+            creative.pop("products", None)
+        experience = scenario.experience or data["experiences"][0]["id"]
+    else:
+        cid, experience = "cr-sim", "sim-main"
+        regions = list(scenario.contexts.get("region", {}))
+        data = {
+            "id": f"sim-{scenario.name}",
+            "name": f"simulated: {scenario.name}",
+            "timezone": "UTC",
+            "objective": "click",
+            "holdout": 0.1,
+            "currency": "USD",
+            "experiences": [
+                {
+                    "id": experience,
+                    "sizes": ["300x250"],
+                    "formats": ["html", "json"],
+                    "targeting": "tree",
+                    "tree": [{"name": r, "rules": {"geo": {"region": [r]}}, "theme": f"th-{r}"} for r in regions],
+                    "else": "th-all",
+                }
+            ],
+            "themes": [{"id": f"th-{r}", "weight": 10, "group": "grp-sim"} for r in regions]
+            + [{"id": "th-all", "weight": 1, "group": "grp-sim"}],
+            "groups": [{"id": "grp-sim", "rotation": "algo", "creatives": [cid]}],
+            "creatives": [
+                {
+                    "id": cid,
+                    "type": "assembled",
+                    "template": "banner",
+                    "landing_url": "https://shop.example.com/",
+                    "slots": {slot: [{"id": v, "text": v} for v in ids] for slot, ids in scenario.slots.items()},
+                }
+            ],
+        }
+    if holdout is not None:
+        data["holdout"] = holdout
+    if policy == "random":
+        for group in data["groups"]:
+            group["rotation"] = "random"
+            group.pop("weights", None)
+    return data, cid, experience
+
+
+def build_engine(data: Mapping[str, Any], policy: str, params: Any) -> Any:
+    from dco.config import campaign_from_dict
+    from dco.engine import Engine
+    from dco.feed import parse_feed
+    from dco.snapshot import build_snapshot, load_snapshot
+
+    from dco_local.examples import generate_retail_feed
+
+    campaign = campaign_from_dict(data)
+    feed = (ROOT / "examples" / "retail" / "feed.tsv").read_bytes() if "feed" in data else generate_retail_feed(20)
+    catalog = parse_feed(feed, campaign.feed, currency=campaign.currency).catalog
+    snapshot = load_snapshot(build_snapshot(data, catalog, campaign=campaign))
+    return Engine(snapshot, learning_params=params, assembly="combination" if policy == "per-arm-ts" else "component")
+
+
+# ------------------------------------------------------------------------------------------------ the run
+
+
+@dataclass
+class RunResult:
+    summary: dict[str, Any]
+    stats_object: dict[str, Any]
+
+
+def _moving_ratio_crossing(served: Any, best: Any, window: int) -> int | None:
+    """Index (into the arrays) after which the moving ratio stays >= 0.9; None if the last window is below."""
+    n = len(served)
+    if n < window:
+        return None
+    cs = np.concatenate(([0.0], np.cumsum(served)))
+    cb = np.concatenate(([0.0], np.cumsum(best)))
+    ratio = (cs[window:] - cs[:-window]) / np.maximum(cb[window:] - cb[:-window], 1e-300)
+    below = np.nonzero(ratio < 0.9)[0]
+    if below.size == 0:
+        return window - 1
+    last = int(below[-1])
+    if last == ratio.size - 1:
+        return None
+    return last + window  # window ending at array index last + window is the first that stays above
+
+
+def simulate(
+    scenario: Scenario,
+    policy: str = "dco",
+    *,
+    impressions: int | None = None,
+    seed: int = 1,
+    holdout: float | None = None,
+    params: Any = None,
+    log_out: str | None = None,
+    with_products: bool = False,
+    progress: bool = False,
+) -> RunResult:
+    """Play ``scenario`` with ``policy``; returns the summary (see the module docstring) and the final stats."""
+    from dco import learning
+    from dco.device import Device
+    from dco.request import AdRequest, Geo
+    from dco.stats import StatsTable
+
+    if policy not in POLICIES:
+        raise ScenarioError(f"policy must be one of {POLICIES}, got {policy!r}")
+    params = params or learning.DEFAULT_PARAMS
+    n = int(impressions or scenario.impressions)
+    truth = Truth(scenario)
+    data, cid, experience = campaign_for(scenario, policy, holdout=holdout, with_products=with_products)
+    engine = build_engine(data, policy, params)
+    campaign_id = engine.campaign.id
+
+    rnd = np.random.default_rng(seed)
+    ctx_draw = rnd.choice(len(truth.contexts), size=n, p=truth.context_probs / truth.context_probs.sum()).tolist()
+    viewer_draw = rnd.integers(VIEWERS_PER_CONTEXT, size=n).tolist()
+    uniforms = rnd.random(n).tolist()
+    seed_base = int.from_bytes(hashlib.blake2b(f"sim{seed}".encode(), digest_size=6).digest(), "big") << 20
+
+    pools: list[list[Any]] = []
+    ctx_signals = []
+    for ci, ctx in enumerate(truth.contexts):
+        geo = Geo(country="US", region=ctx.get("region"))
+        device = Device(type=ctx.get("device", "desktop"))
+        extra = {k: v for k, v in ctx.items() if k not in SIGNAL_OF}
+        pools.append(
+            [
+                AdRequest(experience, START, geo=geo, device=device, context=extra, user_id=f"s{seed}c{ci}v{j}")
+                for j in range(VIEWERS_PER_CONTEXT)
+            ]
+        )
+        ctx_signals.append(learning.event_context(truth.signals(ctx)))
+
+    combo_index = {
+        tuple(zip(truth.slot_names, combo, strict=True)): j for j, combo in enumerate(truth.combos)
+    }
+    combo_arm = [learning.combination_arm(cid, combo) for combo in truth.combos]
+    best_by_phase = [t.max(axis=1).tolist() for t in truth.tables]
+    prob_by_phase = [t.tolist() for t in truth.tables]
+    base_p = 1.0 / (1.0 + math.exp(-scenario.base_logit))
+    phase_starts = [math.ceil(p.start * n) for p in truth.phases]
+
+    counters: dict[str, list[float]] = {}
+    by_bucket: dict[int, list[str]] = {}
+    key_memo: dict[tuple[Any, ...], list[str]] = {}
+    batch: dict[tuple[Any, ...], list[int]] = {}
+    seconds_per_impression = 86400.0 / scenario.impressions_per_day
+    start_s = int(START.timestamp())
+    stats = StatsTable.empty(campaign_id)
+    refresh = max(1, scenario.stats_refresh)
+
+    served_p = np.zeros(n)
+    best_p = np.zeros(n)
+    clicked = np.zeros(n, dtype=np.int8)
+    is_holdout = np.zeros(n, dtype=bool)
+    log_rows: list[tuple[Any, ...]] | None = [] if log_out else None
+    refresh_seconds = 0.0
+
+    def publish(upto: int, epoch_time: int) -> Any:
+        nonlocal refresh_seconds
+        t0 = time.perf_counter()
+        for (combo, ci, hold, other), (imps, clicks) in batch.items():
+            memo_key = (combo, ci, hold, other, epoch_time // params.bucket_s)
+            keys = key_memo.get(memo_key)
+            if keys is None:
+                if combo is None:
+                    arm, creative, variants = other, other, ()
+                else:
+                    arm, creative = combo_arm[combo], cid
+                    variants = [f"{s}={v}" for s, v in zip(truth.slot_names, truth.combos[combo], strict=True)]
+                keys = key_memo[memo_key] = learning.counter_keys(
+                    arm=arm, creative=creative, variants=variants, context=ctx_signals[ci], holdout=hold,
+                    now_s=epoch_time, bucket_s=params.bucket_s,
+                )
+            for key in keys:
+                row = counters.get(key)
+                if row is None:
+                    row = counters[key] = [0, 0, 0, 0.0]
+                    if learning.BUCKET_SUFFIX in key:
+                        by_bucket.setdefault(int(key.rpartition(learning.BUCKET_SUFFIX)[2]), []).append(key)
+                row[0] += imps
+                row[1] += clicks
+        batch.clear()
+        # publish-stats carries the newest `buckets` time buckets only
+        oldest = epoch_time // params.bucket_s - params.buckets + 1
+        for bucket in [b for b in by_bucket if b < oldest]:
+            for key in by_bucket.pop(bucket):
+                del counters[key]
+        obj = learning.stats_object(counters, campaign=campaign_id, updated_at=epoch_time)
+        table = StatsTable.from_object(obj)
+        refresh_seconds += time.perf_counter() - t0
+        return table, obj
+
+    decide = engine.decide
+    obj: dict[str, Any] = learning.stats_object({}, campaign=campaign_id)
+    phase = 0
+    probs = prob_by_phase[0]
+    bests = best_by_phase[0]
+    window_start_time = start_s
+    t_start = time.perf_counter()
+    cpu_start = time.process_time()
+    for i in range(n):
+        if i and i % refresh == 0:
+            stats, obj = publish(i, window_start_time)
+            window_start_time = start_s + int(i * seconds_per_impression)
+            if progress and i % (refresh * 50) == 0:
+                print(f"  {i:,} impressions, {i / (time.perf_counter() - t_start):,.0f}/s", file=sys.stderr, flush=True)
+        if phase + 1 < len(phase_starts) and i >= phase_starts[phase + 1]:
+            phase += 1
+            probs = prob_by_phase[phase]
+            bests = best_by_phase[phase]
+        ci = ctx_draw[i]
+        d = decide(pools[ci][viewer_draw[i]], stats, seed=seed_base + i)
+        combo = combo_index.get(d.variants) if d.creative == cid else None
+        p = base_p if combo is None else probs[ci][combo]
+        click = 1 if uniforms[i] < p else 0
+        served_p[i] = p
+        best_p[i] = bests[ci]
+        clicked[i] = click
+        is_holdout[i] = d.holdout
+        bkey = (combo, ci, d.holdout, None if combo is not None else d.arm)
+        row = batch.get(bkey)
+        if row is None:
+            batch[bkey] = [1, click]
+        else:
+            row[0] += 1
+            row[1] += click
+        if log_rows is not None:
+            log_rows.append((ci, d.arm, click, d.propensity, d.holdout))
+    stats, obj = publish(n, window_start_time)
+    elapsed = time.perf_counter() - t_start
+    cpu = time.process_time() - cpu_start
+
+    steer = ~is_holdout
+    idx = np.nonzero(steer)[0]
+    window = min(10_000, max(500, n // 20))
+    cross = _moving_ratio_crossing(served_p[idx], best_p[idx], window)
+    tail = idx[idx >= n - n // 10]
+    oracle = truth.oracle_ctr()
+    rand = truth.random_ctr()
+    imps_steer = int(steer.sum())
+    clicks_steer = int(clicked[steer].sum())
+    from dco_local.evaluate import ratio_lift
+
+    hold_imps = int(is_holdout.sum())
+    hold_clicks = int(clicked[is_holdout].sum())
+    summary: dict[str, Any] = {
+        "scenario": scenario.name,
+        "policy": policy,
+        "seed": seed,
+        "impressions": n,
+        "steered_impressions": imps_steer,
+        "clicks": clicks_steer,
+        "ctr": clicks_steer / imps_steer if imps_steer else None,
+        "expected_ctr": float(served_p[steer].mean()) if imps_steer else None,
+        "tail_ctr": float(clicked[tail].mean()) if tail.size else None,
+        "tail_expected_ctr": float(served_p[tail].mean()) if tail.size else None,
+        "oracle_ctr": oracle,
+        "random_ctr": rand,
+        "regret": float((best_p[steer] - served_p[steer]).sum()),
+        "impressions_to_90pct_oracle": None if cross is None else int(idx[cross]) + 1,
+        "window": window,
+        "all_traffic_ctr": float(clicked.mean()),
+        "holdout_impressions": hold_imps,
+        "holdout_ctr": hold_clicks / hold_imps if hold_imps else None,
+        "lift": ratio_lift(clicks_steer, imps_steer, hold_clicks, hold_imps),
+        "stats_refresh": refresh,
+        "seconds": round(elapsed, 2),
+        "impressions_per_second": round(n / elapsed),
+        "cpu_seconds": round(cpu, 2),
+        "impressions_per_cpu_second": round(n / cpu) if cpu > 0 else None,
+        "publish_seconds": round(refresh_seconds, 2),
+    }
+    summary["ctr_over_random"] = summary["ctr"] / rand if summary["ctr"] is not None else None
+    summary["ctr_over_oracle"] = summary["ctr"] / oracle if summary["ctr"] is not None else None
+    summary["tail_over_oracle"] = summary["tail_ctr"] / oracle if summary["tail_ctr"] is not None else None
+    if len(truth.phases) > 1:
+        recovery = []
+        for k, start in enumerate(phase_starts[1:], start=1):
+            end = phase_starts[k + 1] if k + 1 < len(phase_starts) else n
+            sub = idx[(idx >= start) & (idx < end)]
+            sub_all = idx[idx < end]
+            c = _moving_ratio_crossing(served_p[sub_all], best_p[sub_all], window)
+            if c is not None and int(sub_all[c]) < start:  # never dipped after the change
+                c_count = 0
+            else:
+                c_count = None if c is None else int(sub_all[c]) + 1 - start
+            p_oracle = float(truth.context_probs @ truth.tables[k].max(axis=1))
+            recovery.append(
+                {
+                    "at": start,
+                    "recovery_impressions": c_count,
+                    "phase_oracle_ctr": p_oracle,
+                    "phase_expected_ctr": float(served_p[sub].mean()) if sub.size else None,
+                }
+            )
+        summary["recovery"] = recovery
+    if log_out and log_rows is not None:
+        write_log(log_out, truth, log_rows)
+    return RunResult(summary, obj)
+
+
+def write_log(path: str, truth: Truth, rows: Sequence[tuple[Any, ...]]) -> None:
+    """The decision log in the logged-bandit CSV format of ``dco evaluate`` (ctx_*, action, reward, propensity)."""
+    keys = truth.context_keys
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow([f"ctx_{k}" for k in keys] + ["action", "reward", "propensity", "holdout"])
+        for ci, arm, reward, propensity, hold in rows:
+            ctx = truth.contexts[ci]
+            w.writerow([ctx.get(k, "") for k in keys] + [arm, reward, f"{propensity:.6g}", int(hold)])
+
+
+def write_stats(path: str, obj: Mapping[str, Any]) -> None:
+    """The final stats object, msgpack when the name ends in .msgpack/.mpk, JSON otherwise."""
+    if path.endswith((".msgpack", ".mpk")):
+        import msgpack
+
+        Path(path).write_bytes(msgpack.packb(obj, use_bin_type=True))
+    else:
+        Path(path).write_text(json.dumps(obj, sort_keys=True))
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from dco.learning import DEFAULT_PARAMS, LearningParams
+
+    try:
+        scenario = load_scenario(args.scenario)
+        fields = {}
+        if args.half_life_days is not None:
+            fields["half_life_s"] = args.half_life_days * 86400.0
+        if args.strength is not None:
+            fields["strength"] = args.strength
+        if args.change_z is not None:
+            fields["change_z"] = args.change_z
+        if args.exploration is not None:
+            fields["exploration"] = args.exploration
+        params = LearningParams(**{**DEFAULT_PARAMS.__dict__, **fields})
+        if args.stats_refresh:
+            scenario.stats_refresh = args.stats_refresh
+        result = simulate(
+            scenario, args.policy, impressions=args.impressions, seed=args.seed, holdout=args.holdout, params=params,
+            log_out=args.log_out, with_products=args.with_products, progress=not args.json,
+        )
+    except ScenarioError as exc:
+        print(f"dco: {exc}", file=sys.stderr)
+        return 2
+    if args.stats_out:
+        write_stats(args.stats_out, result.stats_object)
+    s = result.summary
+    if args.json:
+        print(json.dumps(s))
+        return 0
+    print(json.dumps(s, indent=2))
+    return 0
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("simulate", help="play a scenario against the engine in-process and report learning figures")
+    p.add_argument("--scenario", required=True, help="scenario file, or a name from examples/scenarios")
+    p.add_argument("--policy", choices=POLICIES, default="dco")
+    p.add_argument("--impressions", type=int, default=None, help="default: the scenario's")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--holdout", type=float, default=None, help="override the campaign's holdout share")
+    p.add_argument("--stats-refresh", type=int, default=None, help="override the scenario's stats_refresh")
+    p.add_argument("--half-life-days", type=float, default=None, help="component-count half-life (simulated days)")
+    p.add_argument("--strength", type=float, default=None, help="back-off prior strength k (pseudo-trials)")
+    p.add_argument("--change-z", type=float, default=None, help="drift test threshold (0: always discount)")
+    p.add_argument("--exploration", type=float, default=None, help="posterior spread of the draws (1 = Thompson)")
+    p.add_argument("--with-products", action="store_true", help="keep the creative's product selection")
+    p.add_argument("--log-out", help="write the decision log (logged-bandit CSV for `dco evaluate`)")
+    p.add_argument("--stats-out", help="write the final stats object (.json, or .msgpack) for `dco report`")
+    p.add_argument("--json", action="store_true", help="one JSON line, no progress")
+    p.set_defaults(func=cmd_simulate)

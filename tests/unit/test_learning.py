@@ -1,0 +1,156 @@
+"""Counter keys and the component model: back-off math, time discounting, draw tables, the combination baseline."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from dco import learning
+from dco.learning import LearningParams, choose_variant, counter_keys, slot_counts, stats_object
+from dco.rng import make_rng
+from dco.stats import StatsTable
+
+
+def _table(components: dict[str, list[float]], arms: dict[str, list[float]] | None = None, updated_at: int = 0):
+    return StatsTable.from_object(
+        {"version": 1, "campaign": "c", "updated_at": updated_at, "arms": arms or {}, "components": components}
+    )
+
+
+def test_counter_keys_without_time_are_unchanged_for_existing_callers():
+    keys = counter_keys(arm="cr|h1.i2", creative="cr", variants=["headline=h1", "image=i2"],
+                        context={"region": "pnw", "device": "mobile"})
+    assert keys == [
+        "arm:cr|h1.i2", "arm:cr", "split:optimized", "arm:cr|h1.i2@region=pnw",
+        "comp:cr|headline=h1", "comp:cr|headline=h1@device=mobile", "comp:cr|headline=h1@region=pnw",
+        "comp:cr|image=i2", "comp:cr|image=i2@device=mobile", "comp:cr|image=i2@region=pnw",
+    ]
+
+
+def test_counter_keys_add_time_buckets_and_keep_holdout_out_of_components():
+    keys = counter_keys(arm="cr|h1", creative="cr", variants=["headline=h1"], context={"region": "pnw"},
+                        now_s=3 * 86400 + 5, bucket_s=86400)
+    assert "comp:cr|headline=h1#e3" in keys and "comp:cr|headline=h1@region=pnw#e3" in keys
+    held = counter_keys(arm="cr|h1", creative="cr", variants=["headline=h1"], context={"region": "pnw"},
+                        holdout=True, now_s=0)
+    assert held == ["arm:cr|h1", "arm:cr", "split:holdout"]
+
+
+def test_stats_object_sections():
+    obj = stats_object({"arm:a": [3, 1, 0, 0.0], "comp:c|s=v": [2, 1, 0, 0.0], "split:holdout": [1, 0, 0, 0.0]},
+                       campaign="c", updated_at=7)
+    assert obj == {"version": 1, "campaign": "c", "updated_at": 7, "arms": {"a": [3, 1, 0, 0.0]},
+                   "components": {"c|s=v": [2, 1, 0, 0.0]}, "splits": {"holdout": [1, 0, 0, 0.0]}}
+
+
+def test_slot_counts_back_off_one_context_dimension_exact():
+    # GIVEN variant a: 1000 imps / 30 clicks overall, 100 / 10 in pnw; variant b: 1000 / 10 overall, none in pnw
+    stats = _table({
+        "cr|image=a": [1000, 30, 0, 0.0], "cr|image=a@region=pnw": [100, 10, 0, 0.0],
+        "cr|image=b": [1000, 10, 0, 0.0],
+    })
+    params = LearningParams(strength=50.0, dims=("region",))
+    s, n = slot_counts(stats, "cr", "image", ["a", "b"], {"geo.region": "pnw"}, "click", params)
+    m_slot = (40 + 1) / (2000 + 2)
+    m_a = (30 + 50 * m_slot) / (1000 + 50)
+    m_b = (10 + 50 * m_slot) / (1000 + 50)
+    assert s == pytest.approx([10 + 50 * m_a, 0 + 50 * m_b], rel=1e-12)
+    assert n == [150.0, 50.0]
+    # no context value in the request: the variant's own history over the slot prior
+    s0, n0 = slot_counts(stats, "cr", "image", ["a", "b"], {}, "click", params)
+    assert s0 == pytest.approx([30 + 50 * m_slot, 10 + 50 * m_slot]) and n0 == [1050.0, 1050.0]
+
+
+def test_slot_counts_two_dimensions_combine_in_log_odds():
+    stats = _table({
+        "cr|cta=a": [1000, 20, 0, 0.0],
+        "cr|cta=a@region=pnw": [200, 8, 0, 0.0],
+        "cr|cta=a@device=mobile": [400, 4, 0, 0.0],
+    })
+    params = LearningParams(strength=50.0, dims=("region", "device"))
+    s, n = slot_counts(stats, "cr", "cta", ["a"], {"geo.region": "pnw", "device.type": "mobile"}, "click", params)
+    m_slot = 21 / 1002
+    m_v = (20 + 50 * m_slot) / 1050
+    p_r = (8 + 50 * m_v) / 250
+    p_d = (4 + 50 * m_v) / 450
+
+    def logit(p: float) -> float:
+        return math.log(p / (1 - p))
+
+    p = 1 / (1 + math.exp(-(logit(m_v) + (logit(p_r) - logit(m_v)) + (logit(p_d) - logit(m_v)))))
+    assert n == [250.0] and s[0] == pytest.approx(p * 250, rel=1e-12)
+
+
+def test_time_buckets_are_discounted_by_half_life():
+    # buckets 10 (newest) and 9 one day older; half-life one day -> weights 1 and 0.5; bucket 7 beyond horizon
+    stats = _table({
+        "cr|image=a": [999, 99, 0, 0.0],  # absolute: ignored once buckets exist
+        "cr|image=a#e10": [100, 10, 0, 0.0],
+        "cr|image=a#e9": [200, 40, 0, 0.0],
+        "cr|image=a#e7": [1000, 500, 0, 0.0],
+    })
+    params = LearningParams(strength=50.0, half_life_s=86400, bucket_s=86400, buckets=3, dims=())
+    s, n = slot_counts(stats, "cr", "image", ["a"], {}, "click", params)
+    imps, clicks = 100 + 0.5 * 200, 10 + 0.5 * 40
+    m_slot = (clicks + 1) / (imps + 2)
+    assert n == [pytest.approx(imps + 50)] and s == [pytest.approx(clicks + 50 * m_slot)]
+
+
+def test_choose_variant_cold_start_is_uniform_and_exact():
+    stats = StatsTable.empty("c")
+    choice = choose_variant(stats, "cr", "image", ["a", "b", "c", "d"], {}, "click", make_rng(1))
+    assert choice.propensity == 0.25
+    picked = {choose_variant(stats, "cr", "image", ["a", "b", "c", "d"], {}, "click", make_rng(s)).index
+              for s in range(40)}
+    assert picked == {0, 1, 2, 3}
+
+
+def test_choose_variant_clear_winner_and_pool_propensities():
+    stats = _table({"cr|image=a": [100000, 5000, 0, 0.0], "cr|image=b": [100000, 100, 0, 0.0]})
+    choice = choose_variant(stats, "cr", "image", ["a", "b"], {}, "click", make_rng(1))
+    assert (choice.index, choice.propensity, choice.skipped_sampling) == (0, 1.0, True)
+    close = _table({"cr|image=a": [1000, 30, 0, 0.0], "cr|image=b": [1000, 25, 0, 0.0]})
+    params = LearningParams(pool=512)
+    seen = {}
+    for seed in range(300):
+        c = choose_variant(close, "cr", "image", ["a", "b"], {}, "click", make_rng(seed), params=params)
+        seen[c.index] = c.propensity
+    assert set(seen) == {0, 1}
+    assert seen[0] + seen[1] == pytest.approx(1.0)
+    assert seen[0] > seen[1]  # the better variant wins more draws
+    # same stats, same seed: same decision
+    a = choose_variant(close, "cr", "image", ["a", "b"], {}, "click", make_rng(5), params=params)
+    b = choose_variant(close, "cr", "image", ["a", "b"], {}, "click", make_rng(5), params=params)
+    assert a == b
+
+
+def test_choose_combination_reads_per_region_arm_counts():
+    stats = _table({}, arms={"cr|x.p@region=pnw": [5000, 500, 0, 0.0], "cr|x.q@region=pnw": [5000, 5, 0, 0.0],
+                             "cr|y.p@region=pnw": [5000, 5, 0, 0.0], "cr|y.q@region=pnw": [5000, 5, 0, 0.0]})
+    chosen, choice = learning.choose_combination(
+        stats, "cr", [("headline", ["x", "y"]), ("cta", ["p", "q"])], [], {"geo.region": "pnw"}, "click", make_rng(3)
+    )
+    assert chosen == (("headline", "x"), ("cta", "p")) and choice.propensity == 1.0
+    # an exclusion removes the pair from the candidates
+    chosen, _ = learning.choose_combination(
+        stats, "cr", [("headline", ["x", "y"]), ("cta", ["p", "q"])], [("x", "p")], {"geo.region": "pnw"},
+        "click", make_rng(3),
+    )
+    assert chosen != (("headline", "x"), ("cta", "p"))
+
+
+def test_stable_counters_keep_their_whole_history_and_changed_ones_go_short():
+    params = LearningParams(strength=50.0, half_life_s=86400, bucket_s=86400, buckets=5, recent_buckets=1,
+                            change_z=3.0, dims=())
+    stats = _table({
+        # a: 2% before and 2% in the newest bucket -> stable -> absolute counts
+        "cr|image=a": [10000, 200, 0, 0.0], "cr|image=a#e4": [1000, 20, 0, 0.0], "cr|image=a#e3": [1000, 20, 0, 0.0],
+        # b: 2% before, 8% in the newest bucket -> changed -> discounted (1 x e4 + 0.5 x e3)
+        "cr|image=b": [10000, 280, 0, 0.0], "cr|image=b#e4": [1000, 80, 0, 0.0], "cr|image=b#e3": [1000, 20, 0, 0.0],
+    })
+    s, n = slot_counts(stats, "cr", "image", ["a", "b"], {}, "click", params)
+    imps = [10000.0, 1500.0]
+    clicks = [200.0, 90.0]
+    m_slot = (sum(clicks) + 1) / (sum(imps) + 2)
+    assert n == pytest.approx([i + 50 for i in imps])
+    assert s == pytest.approx([c + 50 * m_slot for c in clicks])
