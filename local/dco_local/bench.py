@@ -192,7 +192,22 @@ def cmd_bench(args: argparse.Namespace) -> int:
     elif args.bench == "bandit":
         from dco_local.bench_bandit import run as bench_bandit
 
-        _print(bench_bandit(args.arms), args.json, f"Thompson step, {args.arms} arms")
+        reps = args.repeat or 20_000  # the defaults of ``python -m dco_local.bench_bandit``
+        result = bench_bandit(args.arms, reps=reps, mab_reps=500, seed=1, unseen=0.1)
+        _print(result, args.json, f"Thompson step, {args.arms} arms")
+    elif args.bench == "fold":
+        from dco_local.bench_fold import bench_fold
+
+        _print(bench_fold(args.events, args.repeat), args.json, f"fold, {args.events:,} events")
+    elif args.bench == "http":
+        from dco_local.bench_http import bench_http
+
+        result = bench_http(args.requests, args.concurrency)
+        _print(result, args.json, f"decide over HTTP, {args.requests:,} requests, concurrency {args.concurrency}")
+    elif args.bench == "coldstart":
+        from dco_local.bench_coldstart import bench_coldstart
+
+        _print(bench_coldstart(args.products, args.repeat or 7), args.json, "decide cold start")
     return 0
 
 
@@ -208,7 +223,14 @@ def add_parser(sub: Any) -> None:
     decide.add_argument("--decisions", type=int, default=5000)
     bandit = kinds.add_parser("bandit", help="Thompson step vs MABWiser")
     bandit.add_argument("--arms", type=int, default=600)
-    for p in (load, ingest, decide, bandit):
+    fold = kinds.add_parser("fold", help="fold aggregation throughput and writes per batch vs a per-event fold")
+    fold.add_argument("--events", type=int, default=100_000)
+    http = kinds.add_parser("http", help="decide over real HTTP through the local gateway vs in-process")
+    http.add_argument("--requests", type=int, default=2000)
+    http.add_argument("--concurrency", type=int, default=1)
+    coldstart = kinds.add_parser("coldstart", help="fresh process: import decide, load a snapshot, first decision")
+    coldstart.add_argument("--products", type=int, default=100_000)
+    for p in (load, ingest, decide, bandit, fold, http, coldstart):
         p.add_argument("--json", action="store_true")
         p.add_argument("--repeat", type=int, default=None)
         p.set_defaults(func=cmd_bench)

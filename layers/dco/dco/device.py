@@ -136,8 +136,8 @@ _parser: Any = None
 
 def _ua_parser_families(agent: str) -> tuple[str | None, str | None]:
     global _parser
-    if _parser is None:  # built on first use: loading the rule set takes a fraction of a second
-        _parser = _ua_parser.Parser(_ua_parser.BestAvailableResolver(_ua_parser.load_builtins()))
+    if _parser is None:  # built on first use; lazy rules compile each regex when first tried (cold start)
+        _parser = _ua_parser.Parser(_ua_parser.BestAvailableResolver(_ua_parser.load_lazy_builtins()))
     result = _parser(agent, _ua_parser.Domain.USER_AGENT | _ua_parser.Domain.OS)
     browser = result.user_agent.family if result.user_agent else None
     os_family = result.os.family if result.os else None

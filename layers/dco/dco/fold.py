@@ -311,6 +311,11 @@ def aggregate(records: Iterable[EventRecord]) -> FoldBatch:
     batch = FoldBatch()
     counters = batch.counters
     last = batch.last_sequence
+    # Per (shard, campaign): counter key -> fold, so each key costs one str-keyed lookup, not a tuple built and
+    # hashed per key (docs/performance.md, "fold").
+    scopes: dict[tuple[str, str], dict[str, CounterFold]] = {}
+    events = 0
+    created_at = 0
     for record in records:
         seq_key = record.sequence_key
         shard = record.shard
@@ -323,19 +328,24 @@ def aggregate(records: Iterable[EventRecord]) -> FoldBatch:
         campaign = record.campaign
         index = _FIELD_INDEX[_KIND_TO_FIELD[record.kind]]
         value = delta.value
+        folds = scopes.get((shard, campaign))
+        if folds is None:
+            folds = scopes[(shard, campaign)] = {}
         for key in record.counter_keys():
-            ident = (shard, campaign, key)
-            fold = counters.get(ident)
+            fold = folds.get(key)
             if fold is None:
-                fold = counters[ident] = CounterFold(shard, campaign, key)
+                fold = folds[key] = counters[(shard, campaign, key)] = CounterFold(shard, campaign, key)
             fold.steps.append(step)
             sums = fold.sums
             sums[index] += 1
             if value:
                 sums[3] += value
-        batch.events += 1
-        if record.created_at > batch.created_at:
-            batch.created_at = record.created_at
+        events += 1
+        if record.created_at > created_at:
+            created_at = record.created_at
+    batch.events += events
+    if created_at > batch.created_at:
+        batch.created_at = created_at
     return batch
 
 
