@@ -30,7 +30,7 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
-from dco.aws.events import EventsTable, event_item
+from dco.aws.events import EventsTable, EventsUnavailableError, event_item
 from dco.aws.keys import KeyRing, load_keys
 from dco.aws.settings import (
     BUCKET,
@@ -173,7 +173,10 @@ def _header(name: str) -> str:
 
 def _body() -> dict[str, Any]:
     event = app.current_event
-    raw = event.decoded_body or ""
+    try:
+        raw = event.decoded_body or ""
+    except (UnicodeDecodeError, ValueError):  # a binary body (base64 from API Gateway) that is not UTF-8 text
+        raise RequestError("body", "must be UTF-8 text: a JSON object or a form") from None
     if len(raw) > MAX_BODY_BYTES:
         raise RequestError("body", f"longer than {MAX_BODY_BYTES} bytes")
     if "application/x-www-form-urlencoded" in _header("content-type").lower():
@@ -290,6 +293,15 @@ def _request_error(exc: RequestError) -> Response:
 def _unavailable(exc: WarmStateUnavailableError) -> Response:
     logger.error("no warm state and storage unreachable", extra={"error": str(exc)})
     return _error(503, None, "temporarily unavailable; retry shortly", **{"Retry-After": "5"})
+
+
+@app.exception_handler(EventsUnavailableError)
+def _events_unavailable(exc: EventsUnavailableError) -> Response:
+    # Throttled or unreachable after the client's retries: nothing stored, a server-side condition (not 4xx),
+    # and the beacon can be retried safely (the conditional put counts it once).
+    metrics.add_metric(name="EventsUnavailable", unit=MetricUnit.Count, value=1)
+    logger.error("event not stored: Events table unavailable", extra={"error": str(exc)})
+    return _error(503, None, "the event could not be recorded; retry shortly", **{"Retry-After": "1"})
 
 
 @app.exception_handler(Exception)

@@ -7,7 +7,10 @@ Data flow::
 
 ``pk`` is ``<campaign>#<event_key>`` (:func:`dco.tracking.event_key`), and the put is conditional on
 ``attribute_not_exists(pk)``: a repeated beacon (a reloaded page, a retried pixel, a double click) is stored
-once, and the Events stream, hence fold, sees it once. Items carry no user-level data: the token has no user id,
+once, and the Events stream, hence fold, sees it once. When DynamoDB cannot take the write after the client's
+own retries (throttling, a 5xx, an unreachable endpoint), ``put`` raises :class:`EventsUnavailableError`, which
+track answers with 503 and ``Retry-After``: a server-side condition, not the caller's mistake, and nothing was
+stored, so a retried beacon is counted once. Items carry no user-level data: the token has no user id,
 and the context values are coarse (region, device type). ``expires_at`` drives DynamoDB TTL.
 """
 
@@ -17,7 +20,19 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
+from dco.errors import DcoError
 from dco.tracking import KIND_TO_PATH, TokenClaims, event_key
+
+# DynamoDB error codes that mean "not now" rather than "never": throttling and server-side failures.
+_UNAVAILABLE_CODES = frozenset({
+    "ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded",
+    "InternalServerError", "ServiceUnavailable", "TransactionInProgressException",
+})
+
+
+class EventsUnavailableError(DcoError):
+    """The Events table could not take a write after the client's retries (throttled, 5xx, unreachable).
+    Nothing was stored; the beacon may be retried (a server-side condition: 503)."""
 
 
 def event_item(
@@ -78,7 +93,7 @@ class EventsTable:
 
     def put(self, item: Mapping[str, Any]) -> bool:
         """Store the item unless its ``pk`` exists. True when stored, False for a duplicate."""
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             self.client.put_item(
@@ -87,7 +102,13 @@ class EventsTable:
                 ConditionExpression="attribute_not_exists(pk)",
             )
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code == "ConditionalCheckFailedException":
                 return False
+            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+            if code in _UNAVAILABLE_CODES or status >= 500:
+                raise EventsUnavailableError(f"{self.table_name}: {code or status}") from exc
             raise
+        except BotoCoreError as exc:  # EndpointConnectionError, ReadTimeoutError, ...
+            raise EventsUnavailableError(f"{self.table_name}: {type(exc).__name__}") from exc
         return True
