@@ -58,6 +58,7 @@ import numpy as np
 __all__ = ["DEMO_SCENARIO", "Audience", "Visit", "run_demo", "add_parser", "DEFAULT_IMPRESSIONS"]
 
 DEFAULT_IMPRESSIONS = 3000
+_MAX_SEED = (1 << 63) - 1
 DEFAULT_SEED = 1
 DEFAULT_WORKERS = 2
 DEFAULT_MAX_LAG = 200
@@ -234,7 +235,8 @@ class Audience:
             visits.append(Visit(
                 index=i, context=ctx[i], region=region, device=device,
                 weather=_pick(self.weather_by_region.get(region, {"mild": 1.0}), weather_u[i]),
-                uid=f"d{seed}-{ctx[i]}-{viewer[i]}", seed=base + i, uniform=uniforms[i],
+                uid=f"d{seed}-{ctx[i]}-{viewer[i]}", uniform=uniforms[i],
+                seed=(base + i) & _MAX_SEED,  # decide takes seeds 0 .. 2**63-1 (a larger one is a 400)
             ))
         return visits
 

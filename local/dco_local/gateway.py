@@ -171,6 +171,9 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
     server_version = "dco-local"
+    # Headers and body go out in one write below; without TCP_NODELAY a keep-alive client's delayed ACK
+    # (40 ms on Linux) would still stall small responses behind Nagle's algorithm.
+    disable_nagle_algorithm = True
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         self._handle("GET")
@@ -231,9 +234,14 @@ class _Handler(BaseHTTPRequestHandler):
                 continue
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if not head:
-            self.wfile.write(body)
+        if not head and body:
+            # One send for headers and body (end_headers() would flush the headers on their own).
+            self._headers_buffer.append(b"\r\n")
+            self._headers_buffer.append(body)
+            self.wfile.write(b"".join(self._headers_buffer))
+            self._headers_buffer = []
+        else:
+            self.end_headers()
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
         if not self.server.gateway.quiet:

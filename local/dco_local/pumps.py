@@ -14,9 +14,15 @@ order, one at a time; a partial batch response (``batchItemFailures``) checkpoin
 sequence number and redelivers from there; a function error retries the whole batch (halved when
 ``BisectBatchOnFunctionError``); after ``MaximumRetryAttempts`` retries the failed range goes to the on-failure
 destination (an SQS message like Lambda's ``DDBStreamBatchInfo``, also kept in :attr:`StreamPump.failures`) and
-the shard moves on. Records filtered out by ``FilterCriteria`` count as processed. Not emulated: batching windows
-(every poll delivers what is there), ``MaximumRecordAgeInSeconds``, parallelization (one shard at a time), and
-asynchronous-invoke retries of ingest are immediate (three attempts, like Lambda's default of two retries).
+the shard moves on. Records filtered out by ``FilterCriteria`` count as processed.
+
+Each poll delivers at most one batch per shard, so the stack's pump rounds alternate between the streams (fold
+and publish_stats both progress under steady traffic). A batching window (``MaximumBatchingWindowInSeconds``,
+:attr:`StreamPump.batching_window`) is honoured by polls with ``flush=False`` (the stack's background pumps):
+records accumulate until the batch is full (``BatchSize``) or the oldest pending record has waited the window.
+``flush=True`` (the default, :meth:`LocalStack.pump`) delivers what is there at once. Not emulated:
+``MaximumRecordAgeInSeconds``, parallelization (one shard at a time), and asynchronous-invoke retries of ingest
+are immediate (three attempts, like Lambda's default of two retries).
 """
 
 from __future__ import annotations
@@ -49,13 +55,14 @@ class PumpStats:
     retries: int = 0  # deliveries that repeat records after a failure
     failures: int = 0  # records (or notifications) given up on: sent to the on-failure destination
     passes: int = 0
+    waiting: int = 0  # stream records held back by a batching window (not delivered yet)
 
     @property
     def delivered(self) -> int:
         return self.notifications + self.stream_records
 
     def add(self, other: PumpStats) -> PumpStats:
-        for name in ("notifications", "stream_records", "invocations", "retries", "failures", "passes"):
+        for name in ("notifications", "stream_records", "invocations", "retries", "failures", "passes", "waiting"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         return self
 
@@ -178,6 +185,8 @@ class _Shard:
     attempts: int = 0  # failed deliveries of the current batch
     limit: int = 0  # current batch size (halved by bisect-on-error)
     iterator: str | None = None  # positioned right after ``checkpoint`` (saves a GetShardIterator per poll)
+    pending: list[dict[str, Any]] = field(default_factory=list)  # read, not yet delivered (batching window)
+    pending_since: float = 0.0  # monotonic time the oldest pending record was read
 
 
 @dataclass
@@ -193,17 +202,20 @@ class StreamPump:
     failure_queue_url: str | None = None
     failures: list[dict[str, Any]] = field(default_factory=list)  # on-failure records, newest last
     shard_refresh_seconds: float = 5.0  # DescribeStream at most this often
+    batching_window: float = 0.0  # seconds records may wait for a fuller batch (polls with flush=False)
     _shards: dict[str, _Shard] = field(default_factory=dict)
     _described_at: float = -1e9
 
-    def poll(self) -> PumpStats:
-        """Deliver every pending record of every shard once (failed batches are retried on the next poll)."""
+    def poll(self, *, flush: bool = True) -> PumpStats:
+        """Deliver at most one batch per shard (failed batches are retried on the next poll).
+
+        With ``flush=False`` a batch smaller than ``BatchSize`` waits until its oldest record has waited
+        :attr:`batching_window` seconds (Lambda's batching window); ``flush=True`` delivers what is there."""
         stats = PumpStats()
         if time.monotonic() - self._described_at >= self.shard_refresh_seconds or not self._shards:
             self._refresh_shards()
         for shard in list(self._shards.values()):
-            while self._deliver_one(shard, stats):
-                pass
+            self._deliver_one(shard, stats, flush=flush)
         return stats
 
     def skip_existing(self) -> None:
@@ -265,11 +277,23 @@ class StreamPump:
             shard.iterator = iterator
         return out
 
-    def _deliver_one(self, shard: _Shard, stats: PumpStats) -> bool:
+    def _deliver_one(self, shard: _Shard, stats: PumpStats, *, flush: bool = True) -> bool:
         """Deliver one batch of ``shard``; True when something was handled and more may follow."""
-        raw = self._read(shard.shard_id, shard.checkpoint, limit=max(1, shard.limit), shard=shard)
-        if not raw:
+        limit = max(1, shard.limit)
+        if len(shard.pending) < limit:
+            more = self._read(shard.shard_id, shard.pending[-1]["dynamodb"]["SequenceNumber"] if shard.pending
+                              else shard.checkpoint, limit=limit - len(shard.pending), shard=shard)
+            if more and not shard.pending:
+                shard.pending_since = time.monotonic()
+            shard.pending.extend(more)
+        if not shard.pending:
             return False
+        if (not flush and len(shard.pending) < limit
+                and time.monotonic() - shard.pending_since < self.batching_window):
+            stats.waiting += len(shard.pending)
+            return False  # the batching window is still open
+        raw, shard.pending = shard.pending[:limit], shard.pending[limit:]
+        shard.pending_since = time.monotonic()
         records = [self._lambda_record(r) for r in raw]
         batch = [r for r in records if all(matches_filter(f, r) for f in self.mapping.filters)] \
             if self.mapping.filters else records
@@ -297,6 +321,7 @@ class StreamPump:
             shard.limit = self.mapping.batch_size
             return True
         shard.iterator = None  # redelivery starts from the checkpoint, not after what was read
+        shard.pending = []
         index = sequences.index(failed_from)
         # Records before the lowest failure are done; redelivery starts at the lowest failure.
         position = next(i for i, r in enumerate(records) if r["dynamodb"]["SequenceNumber"] == failed_from)

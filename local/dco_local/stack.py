@@ -1,7 +1,8 @@
 """The local stack: the whole serverless system on one machine, without Docker and without an AWS account.
 
     LocalStack.start()
-      1. moto server (ThreadedMotoServer) on 127.0.0.1, a free port: real HTTP, real boto3 clients
+      1. moto server (``python -m moto.server`` in a child process, so moto runs on its own core) on 127.0.0.1,
+         a free port: real HTTP, real boto3 clients
       2. resources created from infra/template.yaml (:mod:`dco_local.template`): the bucket (versioning), the
          tables (KeySchema, AttributeDefinitions, StreamSpecification, TTL), the SQS queues (on-failure
          destinations), the tracking-keys SecureString (a random key per stack unless given), and the bucket's
@@ -34,6 +35,7 @@ the folder at stop and imports them at start (moto keeps nothing on disk). docs/
 
 from __future__ import annotations
 
+import atexit
 import base64
 import contextlib
 import importlib.util
@@ -159,12 +161,34 @@ class _Function:
                 deadline=time.monotonic() + self.spec.timeout,
             )
             # Lambda hands the function a JSON document and serialises what it returns.
-            response = self.entry(json.loads(json.dumps(event)), context)
+            try:
+                response = self.entry(json.loads(json.dumps(event)), context)
+            finally:
+                self._drop_disabled_metrics()
             return json.loads(json.dumps(response)) if response is not None else None
+
+    def _drop_disabled_metrics(self) -> None:
+        """With POWERTOOLS_METRICS_DISABLED, Powertools never flushes (nor clears) what the handler added, so
+        the values pile up, and at 100 values of a metric it prints them to stdout anyway: drop them."""
+        if os.environ.get("POWERTOOLS_METRICS_DISABLED", "").lower() not in ("1", "true", "yes", "on"):
+            return
+        try:
+            from aws_lambda_powertools import Metrics
+        except ImportError:
+            return
+        for value in vars(self.module).values() if self.module is not None else ():
+            if isinstance(value, Metrics):
+                with contextlib.suppress(Exception):
+                    value.clear_metrics()
 
 
 class LocalStack:
     """The local stack (see the module docstring). A context manager: ``with LocalStack() as stack: ...``."""
+
+    # The background pumps wait at most this long for a fuller stream batch (the template's
+    # MaximumBatchingWindowInSeconds, capped: locally a shorter window keeps the feedback loop tight while
+    # batches still fold many events into one write per counter).
+    max_batching_window: float = 2.0
 
     def __init__(
         self,
@@ -235,17 +259,12 @@ class LocalStack:
         return self
 
     def _start(self) -> None:
-        from moto.server import ThreadedMotoServer
-
         from dco_local.gateway import Gateway
 
         if self.quiet:
             logging.getLogger("werkzeug").setLevel(logging.ERROR)
         self._started = True
-        self._moto = ThreadedMotoServer(ip_address=self.host, port=0, verbose=False)
-        self._moto.start()
-        moto_host, moto_port = self._moto.get_host_and_port()
-        self.moto_url = f"http://{moto_host}:{moto_port}"
+        self._start_moto()
         # moto's backends are process-wide: a stack starts from (and leaves) an empty moto.
         self._reset_moto()
         self._gateway = Gateway(self, host=self.host, port=self.port, quiet=self.quiet)
@@ -267,6 +286,20 @@ class LocalStack:
         self._ready = True
         self._set_environment()
         self._gateway.start()
+
+    def _start_moto(self) -> None:
+        """The moto server in a child process (its own interpreter and GIL: moto's work runs on another core
+        than the handlers'); in this process (ThreadedMotoServer) when the child cannot start."""
+        try:
+            self._moto = _MotoProcess(self.host)
+        except Exception as exc:  # noqa: BLE001 - fall back to the in-process server
+            log.warning("moto server subprocess failed (%s); running moto in this process", exc)
+            from moto.server import ThreadedMotoServer
+
+            self._moto = ThreadedMotoServer(ip_address=self.host, port=0, verbose=False)
+            self._moto.start()
+        moto_host, moto_port = self._moto.get_host_and_port()
+        self.moto_url = f"http://{moto_host}:{moto_port}"
 
     def _reset_moto(self) -> None:
         import urllib.request
@@ -462,6 +495,10 @@ class LocalStack:
                     invoke=self._invoke_logical, region=self.region, sqs=self.client("sqs"),
                     failure_queue_url=failure_url,
                 )
+                events = (template.resources.get(spec.logical_id, {}).get("Properties") or {}).get("Events") or {}
+                window = ((events.get(mapping.name) or {}).get("Properties") or {}).get(
+                    "MaximumBatchingWindowInSeconds", 0)
+                pump.batching_window = min(float(template.resolve(window) or 0), self.max_batching_window)
                 pump.skip_existing()  # restored items are history, not new events
                 self.stream_pumps.append(pump)
 
@@ -531,7 +568,12 @@ class LocalStack:
 
     def pump(self, *, max_passes: int = 100) -> PumpStats:
         """Deliver pending S3 notifications and stream records until a pass finds nothing (or a failed batch
-        waits for its retry): notifications -> ingest, Events -> fold, Counters -> publish_stats."""
+        waits for its retry): notifications -> ingest, Events -> fold, Counters -> publish_stats. Each pass
+        delivers at most one batch per shard and stream, so the streams take turns; batching windows are not
+        waited for (the background pumps of :meth:`start_pumps` honour them)."""
+        return self._pump(max_passes=max_passes, flush=True)
+
+    def _pump(self, *, max_passes: int, flush: bool) -> PumpStats:
         total = PumpStats()
         with self._pump_lock:
             for _ in range(max_passes):
@@ -539,7 +581,7 @@ class LocalStack:
                 if self.notification_pump is not None:
                     round_stats.add(self.notification_pump.poll())
                 for pump in self.stream_pumps:
-                    round_stats.add(pump.poll())
+                    round_stats.add(pump.poll(flush=flush))
                 total.add(round_stats)
                 if round_stats.invocations == 0:
                     break
@@ -547,7 +589,10 @@ class LocalStack:
         return total
 
     def start_pumps(self, interval: float = 0.5) -> None:
-        """Run :meth:`pump` in a background thread every ``interval`` seconds (until :meth:`stop_pumps`)."""
+        """Run :meth:`pump` in a background thread every ``interval`` seconds (until :meth:`stop_pumps`).
+
+        Unlike :meth:`pump`, these rounds honour the mappings' batching windows (``MaximumBatchingWindowInSeconds``,
+        at most :attr:`max_batching_window` seconds locally): records accumulate into fuller batches."""
         if self._pump_thread is not None and self._pump_thread.is_alive():
             return
         self._pump_stop.clear()
@@ -555,7 +600,7 @@ class LocalStack:
         def loop() -> None:
             while not self._pump_stop.is_set():
                 try:
-                    self.pump()
+                    self._pump(max_passes=100, flush=False)
                 except Exception:  # noqa: BLE001 - keep pumping; the error is logged
                     self._pump_errors += 1
                     log.exception("pump round failed")
@@ -736,6 +781,73 @@ class LocalStack:
             self.put_feed(campaign_id, feed_path, name=feed_path.name if feed_path.suffix else "feed.tsv")
         self.wait_published(campaign_id, timeout=timeout)
         return campaign_id
+
+
+# The child's program: moto's server, with TCP_NODELAY on its responses and no per-request log line (werkzeug's
+# request log costs moto a sixth of its time), exiting when its parent goes away.
+_MOTO_MAIN = """
+import logging, os, sys, threading, time
+parent = os.getppid()
+def watch():
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(0)
+threading.Thread(target=watch, daemon=True).start()
+from moto import server
+server.MotoRequestHandler.disable_nagle_algorithm = True
+server.MotoRequestHandler.log_request = lambda self, *args, **kwargs: None
+logging.getLogger("werkzeug").setLevel(logging.ERROR)
+server.main(sys.argv[1:])
+"""
+
+
+class _MotoProcess:
+    """``python -m moto.server`` on a free port of ``host``, as a child process (the ThreadedMotoServer API
+    the stack uses: get_host_and_port(), stop())."""
+
+    def __init__(self, host: str, *, timeout: float = 60) -> None:
+        import socket
+        import subprocess
+        import urllib.request
+
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind((host, 0))
+            self.host, self.port = host, probe.getsockname()[1]
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        environment["MOTO_PORT"] = str(self.port)
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _MOTO_MAIN, "-H", host, "-p", str(self.port)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=environment,
+        )
+        atexit.register(self.stop)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise LocalStackError(f"moto server exited with code {self.process.returncode} at start")
+            try:
+                with urllib.request.urlopen(f"http://{host}:{self.port}/moto-api/data.json", timeout=2) as answer:
+                    answer.read()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise LocalStackError(f"moto server did not answer on {host}:{self.port} within {timeout:g}s")
+                time.sleep(0.05)
+
+    def get_host_and_port(self) -> tuple[str, int]:
+        return self.host, self.port
+
+    def stop(self) -> None:
+        import subprocess
+
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        atexit.unregister(self.stop)
 
 
 def _single(resources: dict[str, Any], kind: str) -> str:
