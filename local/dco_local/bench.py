@@ -61,6 +61,7 @@ def make_catalog(products: int, seed: int = 7) -> tuple[bytes, Any]:
     """A generated retail feed of ``products`` rows and its parsed catalog."""
     from dco.config import campaign_from_dict
     from dco.feed import parse_feed
+
     from dco_local.examples import generate_retail_feed
 
     campaign = campaign_from_dict(retail_campaign_data())
@@ -93,7 +94,6 @@ def _naive_rows(catalog: Any) -> list[dict[str, Any]]:
 
 def bench_load(products: int, repeat: int | None = None) -> dict[str, Any]:
     import msgpack
-
     from dco.snapshot import build_snapshot, load_snapshot
 
     _progress(f"generating and parsing a {products:,}-product feed ...")
@@ -129,10 +129,10 @@ def bench_load(products: int, repeat: int | None = None) -> dict[str, Any]:
 
 
 def bench_ingest(rows: int, repeat: int = 3) -> dict[str, Any]:
-    from dco.campaign import FeedSpec  # noqa: F401  (imported for parity with the ingest path)
     from dco.config import campaign_from_dict
     from dco.feed import parse_feed
     from dco.snapshot import build_snapshot
+
     from dco_local.examples import generate_retail_feed
 
     data = retail_campaign_data()

@@ -94,6 +94,7 @@ def _setup(products: int, seed: int) -> tuple[Any, Any, list[Any]]:
     from dco.request import parse_request
     from dco.snapshot import build_snapshot, load_snapshot
     from dco.stats import StatsTable
+
     from dco_local.examples import RETAIL_CATEGORIES, RETAIL_REGIONS, generate_retail_feed
 
     data = bench_campaign()

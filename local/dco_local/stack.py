@@ -828,10 +828,12 @@ class _MotoProcess:
                 with urllib.request.urlopen(f"http://{host}:{self.port}/moto-api/data.json", timeout=2) as answer:
                     answer.read()
                 return
-            except OSError:
+            except OSError as exc:
                 if time.monotonic() > deadline:
                     self.stop()
-                    raise LocalStackError(f"moto server did not answer on {host}:{self.port} within {timeout:g}s")
+                    raise LocalStackError(
+                        f"moto server did not answer on {host}:{self.port} within {timeout:g}s"
+                    ) from exc
                 time.sleep(0.05)
 
     def get_host_and_port(self) -> tuple[str, int]:

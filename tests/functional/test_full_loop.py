@@ -15,7 +15,6 @@ import boto3
 import msgpack
 import pytest
 from _stack import CAMPAIGN, SAMPLE_RING, FixedClock, http_event, load_app, load_event, put_retail
-
 from dco.aws.store import S3Store
 
 IMP = re.compile(r"https://ads\.example\.com(/v1/events/imp)\?t=([A-Za-z0-9_.\-]+)")

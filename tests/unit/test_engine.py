@@ -8,12 +8,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-
 from dco.config import campaign_from_dict, parse_config_text
 from dco.engine import Engine
-from dco.learning import component_key
 from dco.errors import RequestError
 from dco.feed import parse_feed
+from dco.learning import component_key
 from dco.request import parse_request
 from dco.snapshot import build_snapshot, load_snapshot
 from dco.stats import StatsTable

@@ -6,23 +6,21 @@ import math
 
 import msgpack
 import pytest
-
 from dco import bitmap
 from dco.catalog import select_products
-from dco.config import campaign_from_dict
 from dco.errors import ConfigError, CorruptSnapshotError, SnapshotVersionError
 from dco.feed import parse_feed
 from dco.snapshot import FORMAT_VERSION, build_snapshot, describe, load_snapshot
 
 FEED = (
-    "id\ttitle\tlink\timage_link\tprice\tavailability\tproduct_type\tbrand\tcountry\tcustom_label_0\n"
-    "p1\tRain Jacket\thttps://shop.example.com/p1\thttps://cdn.example.com/p1.jpg\t120.00 USD\tin_stock\tOuterwear\tAcme\tUS\tpnw\n"
-    "p2\tSnow Boots\thttps://shop.example.com/p2\thttps://cdn.example.com/p2.jpg\t80.00 USD\tin_stock\tBoots\tNorth\tUS,CA\t\n"
-    "p3\tFleece\thttps://shop.example.com/p3\thttps://cdn.example.com/p3.jpg\t45.50 USD\tout_of_stock\tOuterwear\tAcme\t\tpnw\n"
-    "p4\tSandals\thttps://shop.example.com/p4\thttps://cdn.example.com/p4.jpg\t25.00 USD\tin_stock\tSandals\tSunny\tUS\tsoutheast\n"
-    "p5\tParka <b>\"deluxe\"</b>\thttps://shop.example.com/p5\thttps://cdn.example.com/p5.jpg\t300.00 USD\tin_stock\tOuterwear\tNorth\tCA\t\n"
-    "p6\tWool Hat\thttps://shop.example.com/p6\thttps://cdn.example.com/p6.jpg\t19.99 USD\tin_stock\tOuterwear\tAcme\tUS\t\n"
-).encode()
+    b"id\ttitle\tlink\timage_link\tprice\tavailability\tproduct_type\tbrand\tcountry\tcustom_label_0\n"
+    b"p1\tRain Jacket\thttps://shop.example.com/p1\thttps://cdn.example.com/p1.jpg\t120.00 USD\tin_stock\tOuterwear\tAcme\tUS\tpnw\n"
+    b"p2\tSnow Boots\thttps://shop.example.com/p2\thttps://cdn.example.com/p2.jpg\t80.00 USD\tin_stock\tBoots\tNorth\tUS,CA\t\n"
+    b"p3\tFleece\thttps://shop.example.com/p3\thttps://cdn.example.com/p3.jpg\t45.50 USD\tout_of_stock\tOuterwear\tAcme\t\tpnw\n"
+    b"p4\tSandals\thttps://shop.example.com/p4\thttps://cdn.example.com/p4.jpg\t25.00 USD\tin_stock\tSandals\tSunny\tUS\tsoutheast\n"
+    b"p5\tParka <b>\"deluxe\"</b>\thttps://shop.example.com/p5\thttps://cdn.example.com/p5.jpg\t300.00 USD\tin_stock\tOuterwear\tNorth\tCA\t\n"
+    b"p6\tWool Hat\thttps://shop.example.com/p6\thttps://cdn.example.com/p6.jpg\t19.99 USD\tin_stock\tOuterwear\tAcme\tUS\t\n"
+)
 
 
 def campaign_data(**over):

@@ -22,7 +22,7 @@ from typing import Any
 from dco import bitmap
 from dco._accel import np
 from dco.campaign import ProductSelection
-from dco.snapshot import EVERYWHERE, DictColumn, NumericColumn, Snapshot
+from dco.snapshot import DictColumn, NumericColumn, Snapshot
 
 
 @dataclass(frozen=True)
@@ -159,10 +159,7 @@ def select_products(
         return ProductPick((), (), 0, tuple(applied))
 
     boosts = static.boosts
-    if np is not None:
-        scores = boosts.take(rows).astype(np.float64)
-    else:
-        scores = [float(boosts[r]) for r in rows]
+    scores = boosts.take(rows).astype(np.float64) if np is not None else [float(boosts[r]) for r in rows]
     for boost in selection.boosts:
         if boost.source is None:
             continue
