@@ -220,3 +220,66 @@ def test_small_prior_and_impossible_counts() -> None:
         for succ, trials in (([5, 0], [2, 0]), ([-1, 0], [2, 0]), ([3, 1], [2, 9])):
             with pytest.raises(ValueError, match="successes"):
                 thompson(succ, trials, make_rng(1))
+
+
+# ------------------------------------------------------------------------------ unseen arms sampled as a group
+
+
+def test_beta_cdf_closed_forms() -> None:
+    from dco.bandit import beta_cdf
+
+    for x in (0.05, 0.3, 0.5, 0.77, 0.99):
+        assert beta_cdf(x, 2.0, 3.0) == pytest.approx(6 * x**2 * (1 - x) ** 2 + 4 * x**3 * (1 - x) + x**4, abs=1e-12)
+        assert beta_cdf(x, 1.0, 1.0) == pytest.approx(x, abs=1e-12)
+        assert beta_cdf(x, 0.5, 0.5) == pytest.approx(2 / math.pi * math.asin(math.sqrt(x)), abs=1e-10)
+    assert beta_cdf(0.0, 2, 3) == 0.0 and beta_cdf(1.0, 2, 3) == 1.0
+
+
+def test_prior_table_quantile_inverts_cdf() -> None:
+    from dco.bandit import _prior, beta_cdf
+
+    prior = _prior(2.0, 40.0)
+    for p in (1e-6, 0.01, 0.5, 0.9, 0.999, 0.999999):
+        x = prior.quantile(p)
+        assert beta_cdf(x, 2.0, 40.0) == pytest.approx(p, rel=2e-3, abs=1e-7)
+
+
+@pytest.mark.parametrize(
+    ("succ", "trials", "prior"),
+    [
+        ([0, 0, 0, 3, 5], [0, 0, 0, 10, 12], (1.0, 1.0)),  # wide seen posteriors compete with the group
+        ([0] * 12 + [40, 45], [0] * 12 + [100, 100], (1.0, 1.0)),  # good seen arms, many unseen
+        ([0, 0, 0, 0, 5, 8, 1], [0, 0, 0, 0, 50, 60, 40], (2.0, 20.0)),  # informative prior: table path
+        ([0, 0] + [20 + i for i in range(12)], [0, 0] + [200] * 12, (1.0, 9.0)),  # > 8 near seen arms
+    ],
+)
+def test_group_choice_frequencies_and_propensities_match_monte_carlo(
+    succ: list[int], trials: list[int], prior: tuple[float, float]
+) -> None:
+    # GIVEN arms of which several are unseen (sampled as one group: one draw for the group maximum)
+    mc = thompson_propensities(succ, trials, make_rng(11), draws=40_000, prior=prior)
+    runs = 3000
+    counts = [0] * len(succ)
+    for seed in range(runs):
+        c = thompson(succ, trials, make_rng(seed), prior=prior)
+        counts[c.index] += 1
+        # THEN the propensity estimate is close to the Monte Carlo probability of the chosen arm
+        assert c.propensity == pytest.approx(mc[c.index], abs=0.05)
+    # AND choices follow the same distribution as one Beta draw per arm (within 4 binomial sd + MC error)
+    for i, p in enumerate(mc):
+        sd = math.sqrt(max(p * (1 - p), 1e-4) / runs)
+        assert abs(counts[i] / runs - p) < 4 * sd + 0.01, (i, counts[i] / runs, p)
+
+
+def test_group_rejects_successes_on_unseen_arms() -> None:
+    with warnings.catch_warnings(), pytest.raises(ValueError, match="successes"):
+        warnings.simplefilter("ignore", RuntimeWarning)  # numpy notes the NaN bound on the way
+        thompson([0, 2, 1], [0, 0, 5], make_rng(1))
+
+
+def test_top_limits_the_trace() -> None:
+    succ, trials = [20 + i for i in range(12)], [200] * 12
+    full = thompson(succ, trials, make_rng(4))
+    one = thompson(succ, trials, make_rng(4), top=1)
+    assert one.index == full.index and one.propensity == full.propensity
+    assert len(one.sampled) == 1 and one.sampled[0] == full.sampled[0] and len(full.sampled) == 5

@@ -29,6 +29,7 @@ same rules run in plain Python with ``random.Random.betavariate`` (different num
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import math
 from collections.abc import Sequence
@@ -130,11 +131,13 @@ def thompson(
     *,
     prior: tuple[float, float] = (1.0, 1.0),
     bounds: tuple[Any, Any] | None = None,
+    top: int = _TOP,
 ) -> Choice:
     """Thompson sampling over the eligible arms (``successes[i]`` of ``trials[i]``; 0/0 means the prior).
 
     ``bounds``, when given, is ``bounds(successes, trials, prior=prior)`` computed earlier (for instance once
-    per stats refresh); it must match the counts and the prior.
+    per stats refresh); it must match the counts and the prior. ``top`` is how many ``(index, draw)`` pairs
+    :attr:`Choice.sampled` keeps (the chosen arm first); a decision without an explain trace asks for 1.
 
     Counts must satisfy ``0 <= successes <= trials`` (:class:`dco.stats.StatsTable` guarantees it). The hot
     path checks no more than it gets for free: a violation raises ``ValueError`` when it reaches a sampled
@@ -146,8 +149,8 @@ def thompson(
     """
     pa, pb = _check_prior(prior)
     if np is not None:
-        return _thompson_np(successes, trials, rng, pa, pb, bounds)
-    return _thompson_py(successes, trials, rng, pa, pb, bounds)
+        return _thompson_np(successes, trials, rng, pa, pb, bounds, max(1, top))
+    return _thompson_py(successes, trials, rng, pa, pb, bounds, max(1, top))
 
 
 def bounds(successes: Any, trials: Any, *, prior: tuple[float, float] = (1.0, 1.0)) -> tuple[Any, Any]:
@@ -177,8 +180,153 @@ def bounds(successes: Any, trials: Any, *, prior: tuple[float, float] = (1.0, 1.
     return lower, upper
 
 
+_BAD_COUNTS = "thompson needs 0 <= successes <= trials for every arm"
+_TAIL = math.exp(-_X)  # the bounds' one-sided tail probability, ~3.06e-7
+
+
+def _gauss_legendre01(k: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Gauss-Legendre nodes and weights mapped to [0, 1] (Newton on the Legendre recurrence; stdlib only)."""
+    nodes: list[float] = []
+    weights: list[float] = []
+    for i in range(1, k + 1):
+        x = math.cos(math.pi * (i - 0.25) / (k + 0.5))
+        for _ in range(100):
+            p0, p1 = 1.0, x
+            for m in range(2, k + 1):
+                p0, p1 = p1, ((2 * m - 1) * x * p1 - (m - 1) * p0) / m
+            dp = k * (x * p1 - p0) / (x * x - 1.0)
+            step = p1 / dp
+            x -= step
+            if abs(step) < 1e-15:
+                break
+        nodes.append((1.0 - x) / 2.0)
+        weights.append(1.0 / ((1.0 - x * x) * dp * dp))
+    return tuple(nodes), tuple(weights)
+
+
+_GL_P, _GL_W = _gauss_legendre01(16)
+if np is not None:
+    _NP_GL_P = np.array(_GL_P)
+    _NP_GL_W = np.array(_GL_W)
+
+
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction of the incomplete beta function (modified Lentz)."""
+    tiny = 1e-300
+    qab, qap, qam = a + b, a + 1.0, a - 1.0
+    c = 1.0
+    d = 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 400):
+        m2 = 2 * m
+        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c
+        c = c if abs(c) > tiny else tiny
+        h *= d * c
+        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c
+        c = c if abs(c) > tiny else tiny
+        delta = d * c
+        h *= delta
+        if abs(delta - 1.0) < 1e-15:
+            break
+    return h
+
+
+def beta_cdf(x: float, a: float, b: float) -> float:
+    """The regularized incomplete beta function ``I_x(a, b)``: the CDF of Beta(a, b) at ``x``.
+
+    >>> round(beta_cdf(0.4, 2.0, 3.0), 12)  # 6x^2(1-x)^2 + 4x^3(1-x) + x^4
+    0.5248
+    """
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
+    if x < (a + 1.0) / (a + b + 2.0):
+        return front * _betacf(a, b, x) / a
+    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
+
+
+class _Prior:
+    """CDF and quantile function of the Beta prior that every unseen arm shares.
+
+    Beta(1, 1) (the default) is the uniform distribution: both are the identity. Any other prior is tabulated
+    once per process on 2,049 points of ``x = sin^2(pi t / 2)`` (dense near 0 and 1, where shapes below 1 put
+    their mass) and interpolated linearly.
+    """
+
+    __slots__ = ("uniform", "xs", "cs", "_xs_np", "_cs_np")
+
+    def __init__(self, a: float, b: float) -> None:
+        self.uniform = a == 1.0 and b == 1.0
+        self.xs: list[float] = []
+        self.cs: list[float] = []
+        self._xs_np: Any = None
+        self._cs_np: Any = None
+        if self.uniform:
+            return
+        xs = [math.sin(math.pi * i / 4096.0) ** 2 for i in range(2049)]
+        cs = [beta_cdf(x, a, b) for x in xs]
+        for i in range(1, len(cs)):  # monotone despite rounding
+            cs[i] = max(cs[i], cs[i - 1])
+        cs[0], cs[-1] = 0.0, 1.0
+        self.xs, self.cs = xs, cs
+        if np is not None:
+            self._xs_np, self._cs_np = np.array(xs), np.array(cs)
+
+    def quantile(self, p: float) -> float:
+        if self.uniform:
+            return p
+        return _interp(p, self.cs, self.xs)
+
+    def quantiles(self, ps: Any) -> Any:
+        if self.uniform:
+            return ps
+        return np.interp(ps, self._cs_np, self._xs_np)
+
+    def cdf(self, x: float) -> float:
+        if self.uniform:
+            return min(1.0, max(0.0, x))
+        return _interp(x, self.xs, self.cs)
+
+    def cdfs(self, xs: Any) -> Any:
+        if self.uniform:
+            return np.clip(xs, 0.0, 1.0)
+        return np.interp(xs, self._xs_np, self._cs_np)
+
+
+def _interp(v: float, xp: list[float], fp: list[float]) -> float:
+    """Linear interpolation of ``fp`` over the non-decreasing ``xp``, clamped at the ends."""
+    if v <= xp[0]:
+        return fp[0]
+    if v >= xp[-1]:
+        return fp[-1]
+    i = bisect.bisect_right(xp, v)
+    x0, x1 = xp[i - 1], xp[i]
+    if x1 == x0:
+        return fp[i]
+    return fp[i - 1] + (fp[i] - fp[i - 1]) * (v - x0) / (x1 - x0)
+
+
+_PRIORS: dict[tuple[float, float], _Prior] = {}
+
+
+def _prior(pa: float, pb: float) -> _Prior:
+    found = _PRIORS.get((pa, pb))
+    if found is None:
+        found = _PRIORS[(pa, pb)] = _Prior(pa, pb)
+    return found
+
+
 def _thompson_np(
-    successes: Any, trials: Any, rng: Rng, pa: float, pb: float, given: tuple[Any, Any] | None
+    successes: Any, trials: Any, rng: Rng, pa: float, pb: float, given: tuple[Any, Any] | None, top: int
 ) -> Choice:
     assert np is not None
     s = np.asarray(successes, dtype=float)
@@ -189,11 +337,15 @@ def _thompson_np(
     if k == 1:
         return Choice(0, 1.0, "thompson", (), True)
     lower, upper = bounds(s, n, prior=(pa, pb)) if given is None else given
+    unseen = n == 0.0
+    kg = int(np.count_nonzero(unseen))
+    if kg >= 2:
+        return _group_np(s, n, lower, upper, unseen, kg, rng, pa, pb, top)
     best = int(lower.argmax())
     contenders = (upper >= lower[best]).nonzero()[0]
     c = contenders.shape[0]
     if c == 0:  # NaN bounds: no arm compares; costs nothing on valid input
-        raise ValueError("thompson needs 0 <= successes <= trials for every arm")
+        raise ValueError(_BAD_COUNTS)
     if c == 1:
         return Choice(best, 1.0, "thompson", ((best, float((s[best] + pa) / (n[best] + pa + pb))),), True)
     ac = s[contenders]
@@ -203,21 +355,15 @@ def _thompson_np(
     try:
         draws = rng.betas(ac, nc - ac)
     except ValueError:  # a non-positive Beta shape: negative counts, or successes above trials
-        raise ValueError("thompson needs 0 <= successes <= trials for every arm") from None
+        raise ValueError(_BAD_COUNTS) from None
     if c <= _SMALL:  # a few contenders: plain Python beats another twenty numpy calls
-        return _finish(contenders.tolist(), ac.tolist(), nc.tolist(), draws.tolist(), pa + pb)
+        return _finish(contenders.tolist(), ac.tolist(), nc.tolist(), draws.tolist(), pa + pb, top)
     j = int(draws.argmax())
     chosen = int(contenders[j])
-    part = draws.argpartition(c - _TOP)[c - _TOP :]  # the top draws, unordered
-    top_d = draws[part].tolist()
-    top = sorted(zip(part.tolist(), top_d, strict=True), key=lambda p: (-p[1], p[0]))
-    top = [(j, float(draws[j]))] + [p for p in top if p[0] != j][: _TOP - 1]  # the chosen arm leads
-    sampled = tuple((int(contenders[i]), d) for i, d in top)
-    if float(nc.max()) == pa + pb:  # all contenders unseen: one shared prior, exact 1/c
-        return Choice(chosen, 1.0 / c, "thompson", sampled, False)
+    sampled = _top_np(contenders, draws, j, top)
+    # (At most one arm is unseen here: several unseen arms take the group path above.)
     # Gaussian approximation of the contenders that can still beat the chosen arm (upper bound above its lower
-    # bound: the others contribute Phi ~= 1 within the bound's 3e-7 tail), quadrature over the chosen arm's
-    # nodes; the chosen arm's own column is set to 1 so the product runs over the others.
+    # bound: the others contribute Phi ~= 1 within the bound's 3e-7 tail).
     near = upper[contenders] >= lower[chosen]
     if not near.all():
         j = int(near[:j].sum())
@@ -225,35 +371,177 @@ def _thompson_np(
         nc = nc[near]
         if ac.shape[0] == 1:
             return Choice(chosen, 1.0, "thompson", sampled, False)
-    mr = ac / nc
-    isd = mr * (1.0 - mr)
-    isd /= nc + 1.0
-    np.sqrt(isd, out=isd)
-    np.reciprocal(isd, out=isd)  # 1 / sd
-    mk = float(mr[j])
-    x = _NP_GH_X_COL * (1.0 / float(isd[j]))
-    x += mk
-    mr *= isd
-    # The nodes x contenders matrix is float32: exp() is about 4x faster than in float64 and the Phi
-    # approximation below is only good to 2e-4 anyway.
+    return Choice(chosen, _clip(_quadrature_np(ac, nc, j, None, 0)), "thompson", sampled, False)
+
+
+def _clip(p: float) -> float:
+    return min(1.0, max(p, 1e-9))
+
+
+def _top_np(indices: Any, draws: Any, j: int, top: int) -> tuple[tuple[int, float], ...]:
+    """The chosen ``(index, draw)`` first, then the next best draws, ``top`` pairs at most."""
+    assert np is not None
+    first = ((int(indices[j]), float(draws[j])),)
+    c = draws.shape[0]
+    if top <= 1 or c <= 1:
+        return first
+    t = min(top, c)
+    part = draws.argpartition(c - t)[c - t :]  # the top draws, unordered
+    pairs = sorted(zip(part.tolist(), draws[part].tolist(), strict=True), key=lambda p: (-p[1], p[0]))
+    return first + tuple((int(indices[i]), d) for i, d in pairs if i != j)[: t - 1]
+
+
+def _phi_matrix_np(x: Any, mr: Any, isd: Any) -> Any:
+    """``Phi((x[q] - m[r]) / sd[r])`` for nodes x (column) and arms r, float32, logistic-cubic approximation.
+
+    ``isd`` is ``1 / sd`` and ``mr`` is ``m / sd``. exp() in float32 is about 4x faster than in float64 and the
+    approximation (|error| < 2e-4) needs no more.
+    """
+    assert np is not None
     z = x.astype(np.float32) * isd.astype(np.float32)  # (x - m_r) / sd_r
     z -= mr.astype(np.float32)
     np.maximum(z, -9.0, out=z)  # keeps exp() finite in float32 below (Phi(-9) ~ 1e-19)
-    # Phi(z) ~= 1 / (1 + exp(-2 sqrt(2/pi) (z + 0.044715 z^3))), |error| < 2e-4; all in place.
+    # Phi(z) ~= 1 / (1 + exp(-2 sqrt(2/pi) (z + 0.044715 z^3))); all in place.
     y = z * z
     y *= _PHI_C3
     y += _PHI_C1
     y *= z
     np.exp(y, out=y)
     y += 1.0
-    y[:, j] = 1.0
     np.reciprocal(y, out=y)
-    propensity = float(np.dot(_NP_GH_W, y.prod(axis=1)))
-    return Choice(chosen, min(1.0, max(propensity, 1e-9)), "thompson", sampled, False)
+    return y
+
+
+def _quadrature_np(ac: Any, nc: Any, j: int, prior: _Prior | None, kg: int) -> float:
+    """P(arm j beats the arms with Beta shapes ``(ac, nc - ac)`` [and ``kg`` unseen arms with ``prior``]).
+
+    Gauss-Hermite over arm j's normal approximation; each other arm contributes ``Phi((x - m) / sd)``, the
+    unseen group ``F_prior(x) ** kg``.
+    """
+    assert np is not None
+    mr = ac / nc
+    isd = mr * (1.0 - mr)
+    isd /= nc + 1.0
+    np.sqrt(isd, out=isd)
+    np.reciprocal(isd, out=isd)  # 1 / sd
+    x_col = _NP_GH_X_COL * (1.0 / float(isd[j]))
+    x_col += float(mr[j])
+    mr *= isd
+    y = _phi_matrix_np(x_col, mr, isd)
+    y[:, j] = 1.0
+    prod = y.prod(axis=1, dtype=np.float64)
+    if kg:
+        assert prior is not None
+        prod *= prior.cdfs(x_col[:, 0]) ** kg
+    return float(np.dot(_NP_GH_W, prod))
+
+
+def _group_np(
+    s: Any, n: Any, lower: Any, upper: Any, unseen: Any, kg: int, rng: Rng, pa: float, pb: float, top: int
+) -> Choice:
+    """Thompson when ``kg >= 2`` arms are unseen: they share the prior, so they are sampled as one group.
+
+    The maximum of ``kg`` independent prior draws is ``F^-1(U ** (1 / kg))`` and which of them attains it is
+    uniform: one draw replaces ``kg`` (exact, not an approximation). Seen arms whose upper bound is below that
+    draw (or below the best lower bound) are pruned as usual; the rest are sampled from their posteriors.
+    """
+    assert np is not None
+    if s[unseen].any():
+        raise ValueError(_BAD_COUNTS)
+    prior = _prior(pa, pb)
+    d0 = prior.quantile(rng.random() ** (1.0 / kg))
+    seen = ~unseen
+    cont = ((upper >= max(d0, float(lower.max()))) & seen).nonzero()[0]
+    c = cont.shape[0]
+    if c:
+        ac = s[cont]
+        ac += pa
+        nc = n[cont]
+        nc += pa + pb
+        try:
+            draws = rng.betas(ac, nc - ac)
+        except ValueError:
+            raise ValueError(_BAD_COUNTS) from None
+        j = int(draws.argmax())
+    if not c or float(draws[j]) <= d0:  # an unseen arm wins; which one is uniform
+        members = unseen.nonzero()[0]
+        chosen = int(members[rng.integers(kg)])
+        sampled = ((chosen, d0),) + (_top_np(cont, draws, j, top - 1) if c and top > 1 else ())
+        return Choice(chosen, _group_win_np(s, n, upper, seen, prior, kg, pa, pb), "thompson", sampled, False)
+    chosen = int(cont[j])
+    sampled = _top_np(cont, draws, j, top)
+    near = ((upper >= lower[chosen]) & seen).nonzero()[0]
+    an = s[near]
+    an += pa
+    nn = n[near]
+    nn += pa + pb
+    jn = int(np.searchsorted(near, chosen))
+    if near.shape[0] <= _SMALL:
+        ml, sl = _normal_py(an.tolist(), nn.tolist())
+        others = [(ml[i], sl[i] * _SQRT2) for i in range(len(ml)) if i != jn]
+        p = _seen_win_py(ml[jn], sl[jn], others, prior, kg)
+    else:
+        p = _quadrature_np(an, nn, jn, prior, kg)
+    return Choice(chosen, _clip(p), "thompson", sampled, False)
+
+
+def _group_win_np(s: Any, n: Any, upper: Any, seen: Any, prior: _Prior, kg: int, pa: float, pb: float) -> float:
+    """Propensity of one given unseen arm: ``P(group maximum beats every seen arm) / kg``."""
+    assert np is not None
+    floor = prior.quantile(_TAIL ** (1.0 / kg))  # the group maximum is above this but for a 3e-7 tail
+    near = ((upper >= floor) & seen).nonzero()[0]
+    if not near.shape[0]:
+        return 1.0 / kg
+    an = s[near]
+    an += pa
+    nn = n[near]
+    nn += pa + pb
+    if near.shape[0] <= _SMALL:
+        ml, sl = _normal_py(an.tolist(), nn.tolist())
+        return _clip(_group_win_py(prior, kg, [(m, sd * _SQRT2) for m, sd in zip(ml, sl, strict=True)]))
+    mr = an / nn
+    isd = mr * (1.0 - mr)
+    isd /= nn + 1.0
+    np.sqrt(isd, out=isd)
+    np.reciprocal(isd, out=isd)
+    mr *= isd
+    x_col = np.asarray(prior.quantiles(_NP_GL_P ** (1.0 / kg)), dtype=float)[:, None]
+    y = _phi_matrix_np(x_col, mr, isd)
+    return _clip(float(np.dot(_NP_GL_W, y.prod(axis=1, dtype=np.float64))) / kg)
+
+
+def _normal_py(al: list[float], nl: list[float]) -> tuple[list[float], list[float]]:
+    """Mean and standard deviation of the normal approximation of Beta(a, N - a) (exact Beta variance)."""
+    m = [a / n for a, n in zip(al, nl, strict=True)]
+    return m, [math.sqrt(mi * (1.0 - mi) / (ni + 1.0)) for mi, ni in zip(m, nl, strict=True)]
+
+
+def _seen_win_py(mk: float, sk: float, others: list[tuple[float, float]], prior: _Prior | None, kg: int) -> float:
+    """``E_x~N(mk, sk^2)[prod Phi((x - m) / sd) * F_prior(x) ** kg]`` (others as ``(m, sd * sqrt 2)``)."""
+    total = 0.0
+    for xg, wg in zip(_GH_X, _GH_W, strict=True):
+        x = mk + sk * xg
+        prod = prior.cdf(x) ** kg if kg and prior is not None else 1.0
+        for mi, si in others:
+            prod *= 0.5 * math.erfc((mi - x) / si)
+        total += wg * prod
+    return total * _GH_NORM
+
+
+def _group_win_py(prior: _Prior, kg: int, others: list[tuple[float, float]]) -> float:
+    """``P(max of kg prior draws beats every other arm) / kg``: Gauss-Legendre over the maximum's quantiles."""
+    total = 0.0
+    for p, w in zip(_GL_P, _GL_W, strict=True):
+        x = prior.quantile(p ** (1.0 / kg))
+        prod = 1.0
+        for mi, si in others:
+            prod *= 0.5 * math.erfc((mi - x) / si)
+        total += w * prod
+    return total / kg
 
 
 def _thompson_py(
-    successes: Any, trials: Any, rng: Rng, pa: float, pb: float, given: tuple[Any, Any] | None
+    successes: Any, trials: Any, rng: Rng, pa: float, pb: float, given: tuple[Any, Any] | None, top: int
 ) -> Choice:
     s = [float(v) for v in successes]
     n = [float(v) for v in trials]
@@ -263,10 +551,36 @@ def _thompson_py(
     if k == 1:
         return Choice(0, 1.0, "thompson", (), True)
     if any(not 0.0 <= si <= ni for si, ni in zip(s, n, strict=True)):
-        raise ValueError("thompson needs 0 <= successes <= trials for every arm")
+        raise ValueError(_BAD_COUNTS)
     a = [si + pa for si in s]
     big_n = [ni + pa + pb for ni in n]
     lower, upper = bounds(s, n, prior=(pa, pb)) if given is None else given
+    unseen = [i for i in range(k) if n[i] == 0.0]
+    kg = len(unseen)
+    if kg >= 2:
+        prior = _prior(pa, pb)
+        d0 = prior.quantile(rng.random() ** (1.0 / kg))
+        threshold = max(d0, max(lower))
+        cont = [i for i in range(k) if n[i] != 0.0 and upper[i] >= threshold]
+        draws = [float(d) for d in rng.betas([a[i] for i in cont], [big_n[i] - a[i] for i in cont])] if cont else []
+        ranked = sorted(range(len(cont)), key=lambda i: (-draws[i], i))
+        if not cont or draws[ranked[0]] <= d0:
+            chosen = unseen[rng.integers(kg)]
+            sampled = ((chosen, d0),) + tuple((cont[i], draws[i]) for i in ranked[: top - 1])
+            floor = prior.quantile(_TAIL ** (1.0 / kg))
+            near = [i for i in range(k) if n[i] != 0.0 and upper[i] >= floor]
+            if not near:
+                return Choice(chosen, 1.0 / kg, "thompson", sampled, False)
+            ml, sl = _normal_py([a[i] for i in near], [big_n[i] for i in near])
+            others = [(m, sd * _SQRT2) for m, sd in zip(ml, sl, strict=True)]
+            return Choice(chosen, _clip(_group_win_py(prior, kg, others)), "thompson", sampled, False)
+        chosen = cont[ranked[0]]
+        sampled = tuple((cont[i], draws[i]) for i in ranked[:top])
+        near = [i for i in range(k) if n[i] != 0.0 and upper[i] >= lower[chosen]]
+        ml, sl = _normal_py([a[i] for i in near], [big_n[i] for i in near])
+        jn = near.index(chosen)
+        others = [(ml[i], sl[i] * _SQRT2) for i in range(len(near)) if i != jn]
+        return Choice(chosen, _clip(_seen_win_py(ml[jn], sl[jn], others, prior, kg)), "thompson", sampled, False)
     best = max(range(k), key=lower.__getitem__)  # first maximum
     contenders = [i for i in range(k) if upper[i] >= lower[best]]
     if len(contenders) == 1:
@@ -274,29 +588,23 @@ def _thompson_py(
     al = [a[i] for i in contenders]
     nl = [big_n[i] for i in contenders]
     draws = rng.betas(al, [ni - ai for ai, ni in zip(al, nl, strict=True)])
-    return _finish(contenders, al, nl, [float(d) for d in draws], pa + pb)
+    return _finish(contenders, al, nl, [float(d) for d in draws], pa + pb, top)
 
 
-def _finish(cl: list[int], al: list[float], nl: list[float], dl: list[float], prior_n: float) -> Choice:
+def _finish(
+    cl: list[int], al: list[float], nl: list[float], dl: list[float], prior_n: float, top: int = _TOP
+) -> Choice:
     """Choice, trace and propensity from the contenders' indices, Beta shapes ``(al, nl - al)`` and draws."""
     c = len(cl)
     ranked = sorted(range(c), key=lambda i: (-dl[i], i))  # ties: lowest index first
     j = ranked[0]
-    sampled = tuple((cl[i], dl[i]) for i in ranked[:_TOP])
+    sampled = tuple((cl[i], dl[i]) for i in ranked[:top])
     if max(nl) == prior_n:  # all contenders unseen: one shared prior, exact 1/c
         return Choice(cl[j], 1.0 / c, "thompson", sampled, False)
     # Gaussian quadrature as in the numpy path, with the exact normal CDF.
-    m = [ai / ni for ai, ni in zip(al, nl, strict=True)]
-    sd = [math.sqrt(mi * (1.0 - mi) / (ni + 1.0)) for mi, ni in zip(m, nl, strict=True)]
+    m, sd = _normal_py(al, nl)
     others = [(m[i], sd[i] * _SQRT2) for i in range(c) if i != j]
-    total = 0.0
-    for xg, wg in zip(_GH_X, _GH_W, strict=True):
-        x = m[j] + sd[j] * xg
-        prod = 1.0
-        for mi, si in others:
-            prod *= 0.5 * math.erfc((mi - x) / si)
-        total += wg * prod
-    return Choice(cl[j], min(1.0, max(total * _GH_NORM, 1e-9)), "thompson", sampled, False)
+    return Choice(cl[j], _clip(_seen_win_py(m[j], sd[j], others, None, 0)), "thompson", sampled, False)
 
 
 def thompson_propensities(

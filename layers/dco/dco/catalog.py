@@ -15,6 +15,7 @@ are float32 in the snapshot and widened identically) and the same order.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -124,7 +125,7 @@ def select_products(
     static = snapshot.creative_products.get(creative_id)
     if static is None or static.eligible_count == 0:
         return EMPTY_PICK
-    filters = tuple((f.column, f.source, f.exclude, f.required) for f in selection.filters if f.source is not None)
+    filters = _filter_key(selection)
     if cache is not None and filters in cache:
         found = cache[filters]
     else:
@@ -173,18 +174,86 @@ def select_products(
         else:
             mask = _boost_mask(snapshot, boost.column, value, numeric, rows, candidates)
             if np is not None and mask is not None:
-                mask = np.where(mask, 1.0, 0.0)  # kept as 0/1 so each creative applies its own factor
+                mask = mask.nonzero()[0]  # positions, shared by the creatives of this decision
             if cache is not None:
                 cache[mask_key] = mask
         if mask is None:
             continue
         applied.append(f"boost {boost.column}~{boost.source}={value} x{boost.factor:g}")
         if np is not None:
-            scores *= 1.0 + (boost.factor - 1.0) * mask
+            scores[mask] *= boost.factor  # the same multiplication as the pure path, element by element
         else:
             for i in mask:
                 scores[i] *= boost.factor
     return _top_n(rows, scores, selection.top_n, count, tuple(applied))
+
+
+_FILTER_KEYS: dict[int, tuple[ProductSelection, tuple[Any, ...]]] = {}
+
+
+def _filter_key(selection: ProductSelection) -> tuple[Any, ...]:
+    """The request-dependent filters of ``selection`` as a hashable key (memoized per selection object)."""
+    found = _FILTER_KEYS.get(id(selection))
+    if found is not None and found[0] is selection:
+        return found[1]
+    key = tuple((f.column, f.source, f.exclude, f.required) for f in selection.filters if f.source is not None)
+    if len(_FILTER_KEYS) > 4096:
+        _FILTER_KEYS.clear()
+    _FILTER_KEYS[id(selection)] = (selection, key)
+    return key
+
+
+class PickCache:
+    """A bounded LRU of :class:`ProductPick` per (creative, values of the signals its selection reads).
+
+    A pick is a pure function of the snapshot, the creative and the request signals named by its filters and
+    boosts, so requests from the same context (country, category, region, ...) share one: most requests of a
+    warm decide never touch the catalog. Build one per snapshot (the :class:`dco.engine.Engine` does);
+    ``maxsize=0`` disables it. Picks are read-only (their arrays are flagged non-writeable).
+    """
+
+    __slots__ = ("snapshot", "maxsize", "hits", "misses", "_picks", "_sources")
+
+    def __init__(self, snapshot: Snapshot, maxsize: int = 4096) -> None:
+        if maxsize < 0:
+            raise ValueError(f"maxsize must be >= 0, got {maxsize!r}")
+        self.snapshot = snapshot
+        self.maxsize = maxsize
+        self.hits = 0
+        self.misses = 0
+        self._picks: OrderedDict[tuple[Any, ...], ProductPick] = OrderedDict()
+        self._sources: dict[str, tuple[str, ...]] = {}
+
+    def __len__(self) -> int:
+        return len(self._picks)
+
+    def select(
+        self,
+        creative_id: str,
+        selection: ProductSelection,
+        signals: Mapping[str, str],
+        cache: dict[Any, Any] | None = None,
+    ) -> ProductPick:
+        """:func:`select_products` through the cache (``cache`` is the per-decision scratch dict)."""
+        if not self.maxsize:
+            return select_products(self.snapshot, creative_id, selection, signals, cache)
+        sources = self._sources.get(creative_id)
+        if sources is None:
+            names = [f.source for f in selection.filters] + [b.source for b in selection.boosts]
+            sources = self._sources[creative_id] = tuple(sorted({n for n in names if n is not None}))
+        key = (creative_id, *(signals.get(name) for name in sources))
+        picks = self._picks
+        pick = picks.get(key)
+        if pick is not None:
+            picks.move_to_end(key)
+            self.hits += 1
+            return pick
+        self.misses += 1
+        pick = select_products(self.snapshot, creative_id, selection, signals, cache)
+        picks[key] = pick
+        if len(picks) > self.maxsize:
+            picks.popitem(last=False)
+        return pick
 
 
 def _boost_mask(
@@ -228,8 +297,12 @@ def _top_n(rows: Any, scores: Any, n: int, count: int, applied: tuple[str, ...])
     if np is not None:
         if count > n:
             threshold = np.partition(scores, count - n)[count - n]
-            keep = scores >= threshold
-            rows, scores = rows[keep], scores[keep]
+            keep = (scores >= threshold).nonzero()[0]
+            rows, scores = rows.take(keep), scores.take(keep)
+        else:
+            rows = rows.copy()  # the shared candidate rows stay private to this decision's cache
+        rows.flags.writeable = False
+        scores.flags.writeable = False
         return ProductPick(rows, scores, count, applied)
     if count > n:
         threshold = sorted(scores, reverse=True)[n - 1]

@@ -26,7 +26,7 @@ from typing import Any
 from dco import bandit, learning
 from dco._accel import np
 from dco.campaign import Campaign, Creative, Variant
-from dco.catalog import ProductPick, select_products
+from dco.catalog import PickCache, ProductPick
 from dco.errors import RequestError
 from dco.render import AdContent, Rendered, Renderer, default_renderer, fill_placeholders, format_price
 from dco.rng import make_rng
@@ -140,14 +140,17 @@ class Engine:
         *,
         learning_params: learning.LearningParams = learning.DEFAULT_PARAMS,
         assembly: str = "component",
+        pick_cache: int = 4096,
     ) -> None:
         """``learning_params`` tune the component model (:mod:`dco.learning`); ``assembly`` is how Thompson
         sampling fills an assembled creative: ``component`` (default: per-slot posteriors with context back-off)
-        or ``combination`` (one Beta per full combination per region: the baseline the simulator compares)."""
+        or ``combination`` (one Beta per full combination per region: the baseline the simulator compares);
+        ``pick_cache`` bounds the product picks kept per (creative, request context) (0 turns it off)."""
         if assembly not in ("component", "combination"):
             raise ValueError(f"assembly must be component or combination, got {assembly!r}")
         self.snapshot = snapshot
         self.campaign: Campaign = snapshot.campaign
+        self.picks = PickCache(snapshot, pick_cache)
         self.learning_params = learning_params
         self.assembly = assembly
         self._product_ids = snapshot.columns.get("id")
@@ -203,7 +206,7 @@ class Engine:
             if (creative.type == "video") != wants_video or not _size_ok(creative, request.size):
                 continue
             if creative.type == "dynamic" and creative.products is not None:
-                pick = select_products(self.snapshot, creative.id, creative.products, signals, filter_cache)
+                pick = self.picks.select(creative.id, creative.products, signals, filter_cache)
                 picks[creative.id] = pick
                 if len(pick):
                     segments.append(_Segment(creative, pick.rows, len(pick)))
@@ -232,7 +235,7 @@ class Engine:
             arm_key = product_arm(creative.id, self._product_id(product_row))
         if creative.type == "assembled":
             if creative.products is not None:
-                pick = select_products(self.snapshot, creative.id, creative.products, signals, filter_cache)
+                pick = self.picks.select(creative.id, creative.products, signals, filter_cache)
                 product_row = pick.best()
                 if trace is not None:
                     trace["products"][creative.id] = {
@@ -312,6 +315,7 @@ class Engine:
             choice = bandit.thompson(
                 successes, trials, rng, prior=self.campaign.prior,
                 bounds=stats.bounds_at(idx, self.campaign.objective, self.campaign.prior),
+                top=1 if trace is None else 5,
             )
         elif rotation == "random":
             choice = bandit.uniform(n_arms, rng)
