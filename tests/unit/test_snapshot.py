@@ -7,7 +7,7 @@ import math
 import msgpack
 import pytest
 from dco import bitmap
-from dco.catalog import select_products
+from dco.catalog import PickCache, select_products
 from dco.errors import ConfigError, CorruptSnapshotError, SnapshotVersionError
 from dco.feed import parse_feed
 from dco.snapshot import FORMAT_VERSION, build_snapshot, describe, load_snapshot
@@ -218,3 +218,40 @@ def test_product_selection_unknown_value_is_empty(blob):
     pick = select_products(snap, "cr-dyn", _selection(snap), {"geo.country": "FR"})
     assert len(pick) == 0
     assert pick.candidates == 0
+
+
+def test_pick_cache_hits_by_context_and_equals_the_uncached_pick(blob):
+    snap = load_snapshot(blob)
+    sel = _selection(snap)
+    cache = PickCache(snap, maxsize=2)
+    us = {"geo.country": "US", "t1": "outerwear", "rid": "a"}
+    first = cache.select("cr-dyn", sel, us)
+    # GIVEN the same context with signals the selection does not read changed: a hit, the same pick
+    again = cache.select("cr-dyn", sel, dict(us, rid="b", t3="whatever"))
+    assert again is first and (cache.hits, cache.misses) == (1, 1)
+    direct = select_products(snap, "cr-dyn", sel, us)
+    assert first.ranked() == direct.ranked() and first.candidates == direct.candidates
+    # a signal a boost reads (ut1) is part of the key: a miss with different scores
+    acme = cache.select("cr-dyn", sel, dict(us, ut1="acme"))
+    assert acme.ranked() == [(5, 9.0), (0, 4.5)] and cache.misses == 2
+    # picks are read-only: a caller cannot corrupt what the next request gets
+    if hasattr(first.rows, "flags"):
+        with pytest.raises(ValueError):
+            first.rows[0] = 3
+        with pytest.raises(ValueError):
+            first.scores[0] = 0.0
+    # bounded: the least recently used context is evicted
+    cache.select("cr-dyn", sel, {"geo.country": "CA"})
+    assert len(cache) == 2
+    cache.select("cr-dyn", sel, us)
+    assert cache.misses == 4
+
+
+def test_pick_cache_off_and_bad_size(blob):
+    snap = load_snapshot(blob)
+    off = PickCache(snap, maxsize=0)
+    a = off.select("cr-dyn", _selection(snap), {"geo.country": "US"})
+    b = off.select("cr-dyn", _selection(snap), {"geo.country": "US"})
+    assert a is not b and a.ranked() == b.ranked() and len(off) == 0
+    with pytest.raises(ValueError, match="maxsize"):
+        PickCache(snap, maxsize=-1)

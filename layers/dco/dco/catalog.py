@@ -116,11 +116,14 @@ def select_products(
     selection: ProductSelection,
     signals: Mapping[str, str],
     cache: dict[Any, Any] | None = None,
+    derived: dict[Any, Any] | None = None,
 ) -> ProductPick:
     """Filter, score and rank the catalog for one creative and one request (see the module docstring).
 
     ``cache`` (a dict living for one decision) shares the request-dependent filter bitmaps between creatives
-    of a group that filter on the same signals.
+    of a group that filter on the same signals; ``derived`` (a dict living as long as the snapshot, see
+    :class:`PickCache`) keeps per-creative arrays derived from the snapshot, such as the static boosts widened
+    to float64 once instead of per request.
     """
     static = snapshot.creative_products.get(creative_id)
     if static is None or static.eligible_count == 0:
@@ -160,7 +163,15 @@ def select_products(
         return ProductPick((), (), 0, tuple(applied))
 
     boosts = static.boosts
-    scores = boosts.take(rows).astype(np.float64) if np is not None else [float(boosts[r]) for r in rows]
+    if np is None:
+        scores = [float(boosts[r]) for r in rows]
+    elif derived is not None:
+        wide = derived.get(creative_id)
+        if wide is None:
+            wide = derived[creative_id] = np.asarray(boosts, dtype=np.float64)
+        scores = wide.take(rows)
+    else:
+        scores = boosts.take(rows).astype(np.float64)
     for boost in selection.boosts:
         if boost.source is None:
             continue
@@ -212,7 +223,7 @@ class PickCache:
     ``maxsize=0`` disables it. Picks are read-only (their arrays are flagged non-writeable).
     """
 
-    __slots__ = ("snapshot", "maxsize", "hits", "misses", "_picks", "_sources")
+    __slots__ = ("snapshot", "maxsize", "hits", "misses", "_picks", "_sources", "_derived")
 
     def __init__(self, snapshot: Snapshot, maxsize: int = 4096) -> None:
         if maxsize < 0:
@@ -223,6 +234,7 @@ class PickCache:
         self.misses = 0
         self._picks: OrderedDict[tuple[Any, ...], ProductPick] = OrderedDict()
         self._sources: dict[str, tuple[str, ...]] = {}
+        self._derived: dict[Any, Any] = {}
 
     def __len__(self) -> int:
         return len(self._picks)
@@ -236,7 +248,7 @@ class PickCache:
     ) -> ProductPick:
         """:func:`select_products` through the cache (``cache`` is the per-decision scratch dict)."""
         if not self.maxsize:
-            return select_products(self.snapshot, creative_id, selection, signals, cache)
+            return select_products(self.snapshot, creative_id, selection, signals, cache, self._derived)
         sources = self._sources.get(creative_id)
         if sources is None:
             names = [f.source for f in selection.filters] + [b.source for b in selection.boosts]
@@ -249,7 +261,7 @@ class PickCache:
             self.hits += 1
             return pick
         self.misses += 1
-        pick = select_products(self.snapshot, creative_id, selection, signals, cache)
+        pick = select_products(self.snapshot, creative_id, selection, signals, cache, self._derived)
         picks[key] = pick
         if len(picks) > self.maxsize:
             picks.popitem(last=False)

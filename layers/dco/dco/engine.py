@@ -19,6 +19,7 @@ replayed exactly from (snapshot, stats, request, seed).
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -103,6 +104,9 @@ class Decision:
         return out
 
 
+_ARM_COUNTS_MAX = 1024  # arm sets whose counts a warm engine keeps (~20 KB each at 600 arms)
+
+
 @dataclass
 class _Segment:
     """The eligible arms of one creative: the creative itself (``rows`` None) or its top-N product rows."""
@@ -155,6 +159,9 @@ class Engine:
         self.assembly = assembly
         self._product_ids = snapshot.columns.get("id")
         self._arm_rows_cache: tuple[StatsTable, dict[str, Any]] | None = None
+        # (stats, {arm set: (rows kept alive, successes, trials, (lower, upper))}): the counts of the arm sets
+        # that cached picks produce, gathered once per stats object instead of once per decision.
+        self._arm_counts: tuple[StatsTable | None, OrderedDict[Any, Any]] = (None, OrderedDict())
         self._id_to_row: dict[str, int] | None = None
 
     # ------------------------------------------------------------------------------------------- decide
@@ -310,12 +317,9 @@ class Engine:
         if n_arms == 1 and trace is None:  # one eligible arm: every method picks it with certainty
             return bandit.Choice(0, 1.0, "thompson" if rotation == "algo" else rotation, (), True)
         if rotation == "algo":
-            idx = self._stats_rows(segments, stats)
-            successes, trials = stats.counts_at(idx, self.campaign.objective)
+            successes, trials, arm_bounds = self._counts(segments, stats)
             choice = bandit.thompson(
-                successes, trials, rng, prior=self.campaign.prior,
-                bounds=stats.bounds_at(idx, self.campaign.objective, self.campaign.prior),
-                top=1 if trace is None else 5,
+                successes, trials, rng, prior=self.campaign.prior, bounds=arm_bounds, top=1 if trace is None else 5
             )
         elif rotation == "random":
             choice = bandit.uniform(n_arms, rng)
@@ -355,6 +359,36 @@ class Engine:
     def _arm_key(self, segments: list[_Segment], index: int) -> str:
         creative, row = _locate(segments, index)
         return creative_arm(creative.id) if row is None else product_arm(creative.id, self._product_id(row))
+
+    def _counts(self, segments: list[_Segment], stats: StatsTable) -> tuple[Any, Any, tuple[Any, Any]]:
+        """``(successes, trials, (lower, upper))`` of the eligible arms, in arm order.
+
+        Arm sets built from cached picks recur (one per request context), so with numpy and the pick cache on
+        their gathered counts are kept per stats object (bounded LRU; a stats refresh starts a new one). The
+        memo holds the picks' row arrays, so the ``id()`` in its key cannot be reused by another array.
+        """
+        objective, prior = self.campaign.objective, self.campaign.prior
+        if np is None or not self.picks.maxsize:
+            idx = self._stats_rows(segments, stats)
+            return (*stats.counts_at(idx, objective), stats.bounds_at(idx, objective, prior))
+        owner, memo = self._arm_counts
+        if owner is not stats:
+            memo = OrderedDict()
+            self._arm_counts = (stats, memo)
+        key = tuple(seg.creative.id if seg.rows is None else id(seg.rows) for seg in segments)
+        found = memo.get(key)
+        if found is not None:
+            memo.move_to_end(key)
+            return found[1], found[2], found[3]
+        idx = self._stats_rows(segments, stats)
+        successes, trials = stats.counts_at(idx, objective)
+        found = ([seg.rows for seg in segments], successes, trials, stats.bounds_at(idx, objective, prior))
+        for array in (successes, trials, *found[3]):
+            array.flags.writeable = False  # shared by later decisions: nobody may change them
+        memo[key] = found
+        if len(memo) > _ARM_COUNTS_MAX:
+            memo.popitem(last=False)
+        return found[1], found[2], found[3]
 
     def _stats_rows(self, segments: list[_Segment], stats: StatsTable) -> Any:
         """Stats-table row numbers of every eligible arm, in arm order (one gather per dynamic creative)."""
