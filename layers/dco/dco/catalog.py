@@ -165,11 +165,19 @@ def select_products(
     boosts = static.boosts
     if np is None:
         scores = [float(boosts[r]) for r in rows]
-    elif derived is not None:
-        wide = derived.get(creative_id)
-        if wide is None:
-            wide = derived[creative_id] = np.asarray(boosts, dtype=np.float64)
-        scores = wide.take(rows)
+    elif derived is not None and cache is not None:
+        # Creatives with the same static eligibility see the same candidate rows: their static boosts are kept
+        # side by side (one row per product), so one gather serves all of them. On a large catalog the gather
+        # is bound by memory latency (one cache line per candidate), not arithmetic.
+        stacked = derived.get(id(static.eligible))
+        if stacked is None:
+            stacked = derived[id(static.eligible)] = _stack_boosts(snapshot, static.eligible)
+        columns, matrix = stacked
+        gathered_key = (rows_key, "boosts")
+        gathered = cache.get(gathered_key)
+        if gathered is None:
+            gathered = cache[gathered_key] = matrix.take(rows, axis=0).astype(np.float64)
+        scores = gathered[:, columns[creative_id]].copy()
     else:
         scores = boosts.take(rows).astype(np.float64)
     for boost in selection.boosts:
@@ -197,6 +205,16 @@ def select_products(
             for i in mask:
                 scores[i] *= boost.factor
     return _top_n(rows, scores, selection.top_n, count, tuple(applied))
+
+
+def _stack_boosts(snapshot: Snapshot, eligible: Any) -> tuple[dict[str, int], Any]:
+    """``(creative -> column, rows x creatives float32 matrix)`` of the creatives sharing ``eligible``."""
+    assert np is not None
+    ids = sorted(cid for cid, cp in snapshot.creative_products.items() if cp.eligible is eligible)
+    matrix = np.empty((snapshot.rows, len(ids)), dtype=np.float32)
+    for j, cid in enumerate(ids):
+        matrix[:, j] = snapshot.creative_products[cid].boosts
+    return {cid: j for j, cid in enumerate(ids)}, matrix
 
 
 _FILTER_KEYS: dict[int, tuple[ProductSelection, tuple[Any, ...]]] = {}
