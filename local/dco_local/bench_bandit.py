@@ -2,11 +2,12 @@
 
 A program, not a test: ``python -m dco_local.bench_bandit --arms 600 [--json]``.
 
-Statistics are random but realistic: per-arm impressions uniform in [0, 20000] (a tenth of the arms unseen),
-true CTR ~ Beta(2, 60) (mean ~3 %), clicks ~ Binomial. dco is timed per call of ``thompson(successes, trials,
-rng)`` (propensity included; a fresh ``make_rng(seed)`` per decision is built outside the timed region and
-reported on its own), and again on the warm-decide path where counts and pruning bounds are gathered from a
-StatsTable that precomputed the bounds (gathers timed). MABWiser
+Statistics are random but realistic: per-arm impressions uniform in [0, 20000] (a tenth of the arms unseen;
+``--unseen 0`` for none), true CTR ~ Beta(2, 60) (mean ~3 %), clicks ~ Binomial. dco is timed per call of
+``thompson(successes, trials, rng, top=1)`` as the engine calls it without an explain trace (propensity
+included; a fresh ``make_rng(seed)`` per decision is built outside the timed region and reported on its own),
+and again on the warm-decide path where counts and pruning bounds are gathered from a StatsTable that
+precomputed the bounds (gathers timed). MABWiser
 ``MAB(arms, LearningPolicy.ThompsonSampling())`` is fitted once on decisions/rewards carrying the same counts
 and only ``predict()`` is timed (one context-free prediction per call). Reports p50/p99 in microseconds and the
 ratio of the p50s.
@@ -47,11 +48,11 @@ def time_dco(successes: np.ndarray, trials: np.ndarray, reps: int) -> tuple[floa
     clock = time.perf_counter_ns
     out = []
     for seed in range(200):  # warm-up
-        thompson(successes, trials, make_rng(seed))
+        thompson(successes, trials, make_rng(seed), top=1)
     for seed in range(reps):
         rng = make_rng(seed)
         t0 = clock()
-        thompson(successes, trials, rng)
+        thompson(successes, trials, rng, top=1)
         out.append(clock() - t0)
     return _percentiles(out)
 
@@ -74,11 +75,11 @@ def time_dco_cached(successes: np.ndarray, trials: np.ndarray, reps: int) -> tup
     clock = time.perf_counter_ns
     out = []
     for seed in range(200):
-        thompson(*table.counts_at(idx), make_rng(seed), bounds=table.bounds_at(idx))
+        thompson(*table.counts_at(idx), make_rng(seed), bounds=table.bounds_at(idx), top=1)
     for seed in range(reps):
         rng = make_rng(seed)
         t0 = clock()
-        thompson(*table.counts_at(idx), rng, bounds=table.bounds_at(idx))
+        thompson(*table.counts_at(idx), rng, bounds=table.bounds_at(idx), top=1)
         out.append(clock() - t0)
     return _percentiles(out)
 

@@ -1,0 +1,37 @@
+"""The decide and bandit benchmark programs run end to end on small inputs and report what they claim.
+
+Figures are not asserted (timing belongs in the benchmarks, not in tests); the shape of the report and the
+invariants behind the figures are.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+np = pytest.importorskip("numpy")
+
+
+def test_bench_decide_reports_cached_and_uncached_figures() -> None:
+    from dco_local.bench_decide import run_local
+
+    result = run_local(products=3000, decisions=300)
+    assert result["products"] == 3000 and result["decisions"] == 300
+    assert 3 <= result["arms"] <= 700  # 3 dynamic creatives x top 200 at most (ties kept)
+    for key in ("p50_us", "p99_us", "uncached_p50_us", "uncached_p99_us"):
+        assert result[key] > 0
+    assert result["p99_us"] >= result["p50_us"] and result["uncached_p99_us"] >= result["uncached_p50_us"]
+    # 64 requests over at most 48 contexts, 200 warm-up + 300 timed decisions: nearly every pick is a hit
+    assert result["pick_cache_hit_rate"] > 0.9
+    assert result["accelerators"]["numpy"] is True
+
+
+def test_bench_bandit_compares_the_same_arms() -> None:
+    pytest.importorskip("mabwiser")
+    from dco_local.bench_bandit import make_stats, run
+
+    successes, trials = make_stats(50, seed=2, unseen=0.2)
+    assert (successes <= trials).all() and (trials == 0).sum() >= 5
+    result = run(arms=50, reps=200, mab_reps=20, seed=2, unseen=0.2)
+    assert result["arms"] == 50
+    assert result["ratio"] == round(result["mabwiser_p50_us"] / result["dco_p50_us"], 1)
+    assert result["dco_cached_p50_us"] > 0 and result["make_rng_p50_us"] > 0
