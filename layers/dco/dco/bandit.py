@@ -287,6 +287,7 @@ class _Prior:
         return _interp(p, self.cs, self.xs)
 
     def quantiles(self, ps: Any) -> Any:
+        assert np is not None
         if self.uniform:
             return ps
         return np.interp(ps, self._cs_np, self._xs_np)
@@ -297,6 +298,7 @@ class _Prior:
         return _interp(x, self.xs, self.cs)
 
     def cdfs(self, xs: Any) -> Any:
+        assert np is not None
         if self.uniform:
             return np.clip(xs, 0.0, 1.0)
         return np.interp(xs, self._xs_np, self._cs_np)
@@ -348,14 +350,8 @@ def _thompson_np(
         raise ValueError(_BAD_COUNTS)
     if c == 1:
         return Choice(best, 1.0, "thompson", ((best, float((s[best] + pa) / (n[best] + pa + pb))),), True)
-    ac = s[contenders]
-    ac += pa
-    nc = n[contenders]
-    nc += pa + pb
-    try:
-        draws = rng.betas(ac, nc - ac)
-    except ValueError:  # a non-positive Beta shape: negative counts, or successes above trials
-        raise ValueError(_BAD_COUNTS) from None
+    ac, nc = _shapes_np(s, n, contenders, pa, pb)
+    draws = _draw(rng, ac, nc)
     if c <= _SMALL:  # a few contenders: plain Python beats another twenty numpy calls
         return _finish(contenders.tolist(), ac.tolist(), nc.tolist(), draws.tolist(), pa + pb, top)
     j = int(draws.argmax())
@@ -372,6 +368,22 @@ def _thompson_np(
         if ac.shape[0] == 1:
             return Choice(chosen, 1.0, "thompson", sampled, False)
     return Choice(chosen, _clip(_quadrature_np(ac, nc, j, None, 0)), "thompson", sampled, False)
+
+
+def _shapes_np(s: Any, n: Any, idx: Any, pa: float, pb: float) -> tuple[Any, Any]:
+    """Beta shapes of the arms at ``idx`` as ``(alpha, alpha + beta)`` (new arrays)."""
+    ac = s[idx]
+    ac += pa
+    nc = n[idx]
+    nc += pa + pb
+    return ac, nc
+
+
+def _draw(rng: Rng, ac: Any, nc: Any) -> Any:
+    try:
+        return rng.betas(ac, nc - ac)
+    except ValueError:  # a non-positive Beta shape: negative counts, or successes above trials
+        raise ValueError(_BAD_COUNTS) from None
 
 
 def _clip(p: float) -> float:
@@ -454,14 +466,8 @@ def _group_np(
     cont = ((upper >= max(d0, float(lower.max()))) & seen).nonzero()[0]
     c = cont.shape[0]
     if c:
-        ac = s[cont]
-        ac += pa
-        nc = n[cont]
-        nc += pa + pb
-        try:
-            draws = rng.betas(ac, nc - ac)
-        except ValueError:
-            raise ValueError(_BAD_COUNTS) from None
+        ac, nc = _shapes_np(s, n, cont, pa, pb)
+        draws = _draw(rng, ac, nc)
         j = int(draws.argmax())
     if not c or float(draws[j]) <= d0:  # an unseen arm wins; which one is uniform
         members = unseen.nonzero()[0]
@@ -471,10 +477,7 @@ def _group_np(
     chosen = int(cont[j])
     sampled = _top_np(cont, draws, j, top)
     near = ((upper >= lower[chosen]) & seen).nonzero()[0]
-    an = s[near]
-    an += pa
-    nn = n[near]
-    nn += pa + pb
+    an, nn = _shapes_np(s, n, near, pa, pb)
     jn = int(np.searchsorted(near, chosen))
     if near.shape[0] <= _SMALL:
         ml, sl = _normal_py(an.tolist(), nn.tolist())
@@ -492,10 +495,7 @@ def _group_win_np(s: Any, n: Any, upper: Any, seen: Any, prior: _Prior, kg: int,
     near = ((upper >= floor) & seen).nonzero()[0]
     if not near.shape[0]:
         return 1.0 / kg
-    an = s[near]
-    an += pa
-    nn = n[near]
-    nn += pa + pb
+    an, nn = _shapes_np(s, n, near, pa, pb)
     if near.shape[0] <= _SMALL:
         ml, sl = _normal_py(an.tolist(), nn.tolist())
         return _clip(_group_win_py(prior, kg, [(m, sd * _SQRT2) for m, sd in zip(ml, sl, strict=True)]))

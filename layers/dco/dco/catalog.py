@@ -163,6 +163,7 @@ def select_products(
         return ProductPick((), (), 0, tuple(applied))
 
     boosts = static.boosts
+    assert rows is not None
     if np is None:
         scores = [float(boosts[r]) for r in rows]
     elif derived is not None and cache is not None:
