@@ -12,7 +12,13 @@ decision and its explain trace when ``debug=1``, 204 when there is nothing to se
 400 ``{"error": {"param", "message"}}`` for any client mistake (including a missing or unknown ``c``), 503 when
 nothing is loaded and S3 cannot be reached, 500 with a generic message for bugs.
 
-Tests replace the module-level factories ``get_settings``, ``get_store``, ``get_keys`` and ``clock``.
+Tests replace the module-level factories ``get_settings``, ``get_store``, ``get_keys`` and ``clock``; their
+bodies are shared with track (dco.aws.handler_support).
+
+Cold start (docs/performance.md, "coldstart"): no X-Ray SDK. decide makes no downstream call worth a subsegment
+(at most a few conditional S3 GETs per refresh interval and one SSM read per five minutes), and Powertools'
+Tracer would import aws-xray-sdk (about 250 ms). With ``Tracing: Active`` (infra/template.yaml) Lambda still
+records the function's init and invocation segments.
 """
 
 from __future__ import annotations
@@ -21,23 +27,22 @@ import json
 import os
 import re
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
-from dco.aws.keys import KeyRing, load_keys
+from dco.aws import handler_support as support
+from dco.aws.keys import KeyRing
 from dco.aws.settings import BUCKET, DEFAULT_METRICS_NAMESPACE, HMAC_PARAMETER, METRICS_NAMESPACE, Settings
-from dco.aws.store import S3Store
 from dco.config import ID_PATTERN
 from dco.errors import RequestError
 from dco.request import parse_request
 from dco.warm import Source, UnknownCampaignError, WarmCache, WarmStateUnavailableError
 
 logger = Logger()
-tracer = Tracer()  # disabled outside Lambda; aws-xray-sdk ships in the deps layer
 metrics = Metrics(namespace=os.environ.get(METRICS_NAMESPACE) or DEFAULT_METRICS_NAMESPACE)
 app = APIGatewayHttpResolver()
 
@@ -50,7 +55,7 @@ _NO_STORE = {"Cache-Control": "no-store"}
 
 
 def clock() -> datetime:
-    return datetime.now(UTC)
+    return support.utc_now()
 
 
 def get_settings() -> Settings:
@@ -58,37 +63,34 @@ def get_settings() -> Settings:
 
 
 def get_store() -> Source:
-    return S3Store(get_settings().bucket)
+    return _clients.s3_store(_settings().bucket)
 
 
 def get_keys() -> KeyRing:
-    return load_keys(get_settings().hmac_parameter)
+    return _clients.tracking_keys(_settings().hmac_parameter)
 
 
 _state: dict[str, Any] = {}
+_clients = support.Clients()  # boto3 session and clients of this execution environment
 
 
 def _settings() -> Settings:
-    if "settings" not in _state:
-        _state["settings"] = get_settings()
-    return _state["settings"]
+    return support.once(_state, "settings", get_settings)
 
 
 def get_cache() -> WarmCache:
     """The warm state of this execution environment (built on first use)."""
-    if "cache" not in _state:
-        _state["cache"] = WarmCache(
-            source=get_store(),
-            clock=lambda: clock().timestamp(),
-            refresh_seconds=_settings().refresh_seconds,
-            on_failure=_refresh_failed,
-        )
-    return _state["cache"]
+    return support.once(
+        _state,
+        "cache",
+        lambda: support.warm_cache(
+            # clock is looked up on every call: tests replace it after the cache is built
+            get_store(), clock=lambda: clock(), settings=_settings(), on_failure=_refresh_failed
+        ),
+    )
 
 
-def _refresh_failed(metric: str, detail: Any) -> None:
-    metrics.add_metric(name=metric, unit=MetricUnit.Count, value=1)
-    logger.warning("warm state refresh failed; serving the last good state", extra=dict(detail))
+_refresh_failed = support.refresh_reporter(metrics, logger)
 
 
 # -------------------------------------------------------------------------------------------------- route
@@ -198,7 +200,6 @@ def _not_found(exc: Exception) -> Response:
 # ------------------------------------------------------------------------------------------------ handler
 
 
-@tracer.capture_lambda_handler
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:

@@ -19,19 +19,11 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from dco.aws.counters import CounterStore, decode_stream, shard_of
+from dco.aws.handler_support import optional_tracer
 from dco.aws.settings import COUNTERS_TABLE, Settings
 from dco.fold import aggregate
 
-try:  # Tracer needs aws_xray_sdk; without it the handler runs untraced
-    from aws_lambda_powertools import Tracer
-
-    tracer: Any = Tracer()
-    _capture = tracer.capture_lambda_handler
-except ImportError:  # pragma: no cover
-    tracer = None
-
-    def _capture(fn: Any) -> Any:
-        return fn
+tracer, _capture = optional_tracer()  # untraced without aws_xray_sdk
 
 
 logger = Logger()

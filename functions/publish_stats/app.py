@@ -19,20 +19,12 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import ClientError
+from dco.aws.handler_support import optional_tracer
 from dco.aws.settings import BUCKET, Settings
 from dco.aws.stats_store import StatsConflictError, StatsStore, decode_counters
 from dco.fold import stats_updates
 
-try:  # Tracer needs aws_xray_sdk; without it the handler runs untraced
-    from aws_lambda_powertools import Tracer
-
-    tracer: Any = Tracer()
-    _capture = tracer.capture_lambda_handler
-except ImportError:  # pragma: no cover
-    tracer = None
-
-    def _capture(fn: Any) -> Any:
-        return fn
+tracer, _capture = optional_tracer()  # untraced without aws_xray_sdk
 
 
 logger = Logger()

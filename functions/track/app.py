@@ -12,7 +12,8 @@ answers 403 (bad signature, unknown key) or 400 (malformed, expired, issued in t
 clicks from bot user agents are answered but not stored. The click target comes only from the snapshot (never
 from the query): the product's link, else the creative's landing URL, else the default creative's; none -> 404.
 
-Tests replace ``get_settings``, ``get_store``, ``get_events``, ``get_keys`` and ``clock``.
+Tests replace ``get_settings``, ``get_store``, ``get_events``, ``get_keys`` and ``clock``; their bodies are shared
+with decide (dco.aws.handler_support).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import json
 import math
 import os
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -30,8 +31,9 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
+from dco.aws import handler_support as support
 from dco.aws.events import EventsTable, EventsUnavailableError, event_item
-from dco.aws.keys import KeyRing, load_keys
+from dco.aws.keys import KeyRing
 from dco.aws.settings import (
     BUCKET,
     DEFAULT_METRICS_NAMESPACE,
@@ -40,7 +42,6 @@ from dco.aws.settings import (
     METRICS_NAMESPACE,
     Settings,
 )
-from dco.aws.store import S3Store
 from dco.bots import is_bot
 from dco.errors import RequestError, TokenError
 from dco.tracking import BAD_SIGNATURE, UNKNOWN_KEY, TokenClaims, safe_url, verify
@@ -65,7 +66,7 @@ _FORBIDDEN_CODES = frozenset({BAD_SIGNATURE, UNKNOWN_KEY})
 
 
 def clock() -> datetime:
-    return datetime.now(UTC)
+    return support.utc_now()
 
 
 def get_settings() -> Settings:
@@ -73,48 +74,42 @@ def get_settings() -> Settings:
 
 
 def get_store() -> Source:
-    return S3Store(get_settings().bucket)
+    return _clients.s3_store(_settings().bucket)
 
 
 def get_events() -> EventsTable:
-    return EventsTable(get_settings().events_table)
+    return _clients.events_table(_settings().events_table)
 
 
 def get_keys() -> KeyRing:
-    return load_keys(get_settings().hmac_parameter)
+    return _clients.tracking_keys(_settings().hmac_parameter)
 
 
 _state: dict[str, Any] = {}
+_clients = support.Clients()  # boto3 session and clients of this execution environment
 
 
 def _settings() -> Settings:
-    if "settings" not in _state:
-        _state["settings"] = get_settings()
-    return _state["settings"]
+    return support.once(_state, "settings", get_settings)
 
 
 def _events() -> EventsTable:
-    if "events" not in _state:
-        _state["events"] = get_events()
-    return _state["events"]
+    return support.once(_state, "events", get_events)
 
 
 def get_cache() -> WarmCache:
     """Published campaigns and their snapshots (landing URLs), without stats."""
-    if "cache" not in _state:
-        _state["cache"] = WarmCache(
-            source=get_store(),
-            clock=lambda: clock().timestamp(),
-            refresh_seconds=_settings().refresh_seconds,
-            with_stats=False,
-            on_failure=_refresh_failed,
-        )
-    return _state["cache"]
+    return support.once(
+        _state,
+        "cache",
+        lambda: support.warm_cache(
+            # clock is looked up on every call: tests replace it after the cache is built
+            get_store(), clock=lambda: clock(), settings=_settings(), on_failure=_refresh_failed, with_stats=False
+        ),
+    )
 
 
-def _refresh_failed(metric: str, detail: Any) -> None:
-    metrics.add_metric(name=metric, unit=MetricUnit.Count, value=1)
-    logger.warning("warm state refresh failed; serving the last good state", extra=dict(detail))
+_refresh_failed = support.refresh_reporter(metrics, logger)
 
 
 # ------------------------------------------------------------------------------------------------- routes

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from typing import Any
 from urllib.parse import unquote
 
@@ -13,6 +15,7 @@ from _stack import (
     BUCKET,
     CAMPAIGN,
     EXAMPLE,
+    ROOT,
     SAMPLE_KEYS,
     SAMPLE_RING,
     FixedClock,
@@ -254,3 +257,26 @@ def test_openapi_documents_every_request_parameter():
     spec = yaml.safe_load((ROOT / "docs/openapi.yaml").read_text())
     documented = {p["name"] for p in spec["paths"]["/v1/ad"]["get"]["parameters"]}
     assert params <= documented, params - documented
+
+
+# ------------------------------------------------------------------------------------------------ cold start
+
+_IMPORT_ONLY = """
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("decide_app", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+print(" ".join(name for name in sys.argv[2:] if name in sys.modules))
+"""
+
+
+def test_importing_decide_leaves_out_the_xray_sdk_and_the_ingest_pipeline():
+    # GIVEN a fresh interpreter (module caches of this test process would hide what the import pulls in)
+    unwanted = ["aws_xray_sdk", "dco.ingest", "dco.feed"]
+    # WHEN it imports functions/decide/app.py
+    result = subprocess.run(
+        [sys.executable, "-c", _IMPORT_ONLY, str(ROOT / "functions" / "decide" / "app.py"), *unwanted],
+        capture_output=True, text=True, timeout=120, check=True,
+    )
+    # THEN none of them is loaded: decide's cold start does not pay for them (docs/performance.md, "coldstart")
+    assert result.stdout.split() == []

@@ -62,3 +62,26 @@ def test_aggregate_by_parts_equals_per_record_counter_keys() -> None:
             assert fold.sums == sums
         assert batch.events == len(records)
         assert batch.created_at == max(r.created_at for r in records)
+
+
+def test_aggregate_by_parts_handles_unhashable_and_repeated_parts() -> None:
+    # GIVEN hand-built records: list variants (not memoizable), a repeated variant (a key met twice per record),
+    # and records of one decision in two time buckets (same decision, different bucketed keys)
+    records = [
+        EventRecord(campaign="c", kind="imp", arm="cr|1", creative="cr", variants=["headline=h1"],  # type: ignore[arg-type]
+                    sequence="1", shard="s", ts=86400),
+        EventRecord(campaign="c", kind="click", arm="cr|1", creative="cr", variants=("headline=h1", "headline=h1"),
+                    sequence="2", shard="s", ts=86400),
+        EventRecord(campaign="c", kind="conv", arm="cr|1", creative="cr", variants=("headline=h1",),
+                    value=Decimal("1.5"), sequence="3", shard="s", ts=86400 * 2 - 1),
+        EventRecord(campaign="c", kind="imp", arm="cr|1", creative="cr", variants=("headline=h1",),
+                    sequence="4", shard="s", ts=86400 * 2),
+    ]
+    # WHEN they are aggregated
+    batch = aggregate(records)
+    # THEN the counters are exactly those of the plain definition
+    expected = _reference(records)
+    assert list(batch.counters) == list(expected)
+    for ident, (steps, sums) in expected.items():
+        assert batch.counters[ident].steps == steps
+        assert batch.counters[ident].sums == sums

@@ -49,6 +49,9 @@ __all__ = [
 
 SEQUENCE_WIDTH = 40  # DynamoDB Streams sequence numbers: 21 to 40 decimal digits
 _ZERO = Decimal(0)
+# The bucket width counter_keys uses when none is passed (fold passes none): its own default. ``now_s`` enters
+# counter_keys only as ``now_s // bucket_s``, so records of one decision in one bucket share their keys.
+_BUCKET_S = int((counter_keys.__kwdefaults__ or {}).get("bucket_s", DEFAULT_PARAMS.bucket_s))
 
 # Event kinds as stored in the Events table (either spelling) -> the counter field they increment.
 _KIND_TO_FIELD: dict[str, str] = {
@@ -300,49 +303,101 @@ def aggregate(records: Iterable[EventRecord]) -> FoldBatch:
 
     Records of one shard must come in stream order (as Lambda delivers them); a record whose sequence number
     is not above the previous one of its shard raises ``ValueError`` (the handler never builds such a batch).
-    Writes then grow with distinct counters, not events.
+    Writes then grow with distinct counters, not events. Counters come out in the order they are first met.
 
     >>> r = [parse_event({"campaign": "c", "kind": k, "arm": "a", "creative": "a"}, sequence=s, shard="s1")
     ...      for k, s in (("imp", "1"), ("imp", "2"), ("click", "3"))]
     >>> batch = aggregate(r)
     >>> batch.deltas()[("c", "arm:a")]
     Delta(impressions=2, clicks=1, conversions=0, value=Decimal('0'))
+
+    How it stays fast (docs/performance.md, "fold"): records of one decision (same shard, campaign, arm,
+    creative, variants, context, holdout and time bucket) have the same counters, so the batch resolves them
+    once per distinct decision: :meth:`EventRecord.counter_keys`, then each key to its counter's step list.
+    Per record that leaves one lookup and one append per counter; the counts come from the step lists'
+    lengths at the end, with a second pass over the few clicks and conversions.
     """
     batch = FoldBatch()
-    counters = batch.counters
     last = batch.last_sequence
-    # Per (shard, campaign): counter key -> fold, so each key costs one str-keyed lookup, not a tuple built and
-    # hashed per key (docs/performance.md, "fold").
-    scopes: dict[tuple[str, str], dict[str, CounterFold]] = {}
+    # Per (shard, campaign): counter key -> its steps in stream order. ``born`` lists every counter as it is
+    # first met (the order of batch.counters, which CounterStore.apply walks).
+    scopes: dict[tuple[str, str], dict[str, list[tuple[str, str, Delta]]]] = {}
+    born: list[tuple[str, str, str, list[tuple[str, str, Delta]]]] = []
+    # a decision (shard, campaign, arm, creative, variants, context, holdout, time bucket) -> its counter keys
+    # and their step lists, resolved at its first record
+    resolved: dict[tuple[Any, ...], tuple[list[str], list[Any]]] = {}
+    others: list[tuple[str, str, list[str], int, Decimal]] = []  # clicks and conversions
     events = 0
     created_at = 0
+    # The current shard and its last sequence key, in locals (a Lambda batch holds one shard).
+    shard: str | None = None
+    previous: str | None = None
     for record in records:
-        seq_key = record.sequence_key
-        shard = record.shard
-        previous = last.get(shard)
+        sequence = record.sequence
+        seq_key = (
+            sequence.zfill(SEQUENCE_WIDTH)
+            if sequence.isdigit() and sequence.isascii() and len(sequence) <= SEQUENCE_WIDTH
+            else sequence_key(sequence)  # raises the PoisonRecordError
+        )
+        if record.shard != shard:
+            if shard is not None and previous is not None:
+                last[shard] = previous
+            shard = record.shard
+            previous = last.get(shard)
         if previous is not None and seq_key <= previous:
-            raise ValueError(f"records of shard {shard!r} out of order at sequence {record.sequence}")
-        last[shard] = seq_key
-        delta = record.delta()
-        step = (seq_key, record.sequence, delta)
-        campaign = record.campaign
-        index = _FIELD_INDEX[_KIND_TO_FIELD[record.kind]]
-        value = delta.value
-        folds = scopes.get((shard, campaign))
-        if folds is None:
-            folds = scopes[(shard, campaign)] = {}
-        for key in record.counter_keys():
-            fold = folds.get(key)
-            if fold is None:
-                fold = folds[key] = counters[(shard, campaign, key)] = CounterFold(shard, campaign, key)
-            fold.steps.append(step)
-            sums = fold.sums
-            sums[index] += 1
-            if value:
-                sums[3] += value
+            raise ValueError(f"records of shard {shard!r} out of order at sequence {sequence}")
+        previous = seq_key
+        kind = record.kind
+        delta = _IMPRESSION if kind == "imp" or kind == "impression" else record.delta()
+        ts = record.ts
+        decision: tuple[Any, ...] | None = (
+            shard, record.campaign, record.arm, record.creative, record.variants, record.context, record.holdout,
+            None if ts is None else int(ts) // _BUCKET_S,
+        )
+        found: tuple[list[str], list[Any]] | None
+        try:
+            found = resolved.get(decision)  # type: ignore[arg-type]
+        except TypeError:  # a hand-built record with list variants or context: not memoizable
+            found, decision = None, None
+        if found is None:
+            campaign = record.campaign
+            steps_of = scopes.get((shard, campaign))
+            if steps_of is None:
+                steps_of = scopes[(shard, campaign)] = {}
+            keys = record.counter_keys()
+            lists: list[Any] = list(map(steps_of.get, keys))
+            if None in lists:  # counters met for the first time, in key order
+                for index, steps in enumerate(lists):
+                    if steps is None:
+                        key = keys[index]
+                        steps = steps_of.get(key)  # the same key earlier in this record made it
+                        if steps is None:
+                            steps = steps_of[key] = []
+                            born.append((shard, campaign, key, steps))
+                        lists[index] = steps
+            found = (keys, lists)
+            if decision is not None:
+                resolved[decision] = found
+        step = (seq_key, sequence, delta)
+        for record_steps in found[1]:
+            record_steps.append(step)
+        if delta is not _IMPRESSION:
+            others.append((shard, record.campaign, found[0], _FIELD_INDEX[_KIND_TO_FIELD[kind]], delta.value))
         events += 1
         if record.created_at > created_at:
             created_at = record.created_at
+    if shard is not None and previous is not None:
+        last[shard] = previous
+    counters = batch.counters
+    for shard, campaign, key, steps in born:
+        counters[(shard, campaign, key)] = CounterFold(shard, campaign, key, steps, [len(steps), 0, 0, _ZERO])
+    for shard, campaign, keys, index, value in others:
+        for key in keys:
+            sums = counters[(shard, campaign, key)].sums
+            sums[0] -= 1  # counted as an impression above
+            sums[index] += 1
+            if value:
+                sums[3] += value
     batch.events += events
     if created_at > batch.created_at:
         batch.created_at = created_at

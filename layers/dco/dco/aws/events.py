@@ -72,17 +72,21 @@ def event_item(
 
 
 class EventsTable:
-    """Conditional writes to the Events table. ``client`` is a boto3 DynamoDB client (built when omitted)."""
+    """Conditional writes to the Events table. ``client`` is a boto3 DynamoDB client, built when omitted (from
+    ``session``, a ``boto3.session.Session``, when given)."""
 
-    def __init__(self, table_name: str, client: Any | None = None) -> None:
+    def __init__(self, table_name: str, client: Any | None = None, *, session: Any | None = None) -> None:
         if not table_name:
             raise ValueError("events table name is required (DCO_EVENTS_TABLE)")
         self.table_name = table_name
         if client is None:
-            import boto3
             from botocore.config import Config
 
-            client = boto3.client(
+            if session is None:
+                import boto3
+
+                session = boto3
+            client = session.client(
                 "dynamodb",
                 config=Config(connect_timeout=2, read_timeout=3, retries={"max_attempts": 3, "mode": "standard"}),
             )

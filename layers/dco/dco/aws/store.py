@@ -11,7 +11,8 @@ One class, :class:`S3Store`, implements two ports of the core:
   first publication; a 412 becomes :class:`~dco.ingest.PointerConflictError`) and report writes.
 
 It also carries :meth:`S3Store.rollback`, which the ``dco rollback`` command calls to point a campaign back at an
-earlier snapshot. The boto3 client is built only when none is given (tests pass moto's).
+earlier snapshot. The boto3 client is built only when none is given (tests pass moto's); ``session`` (a
+``boto3.session.Session``) lets a handler build all its clients from one session (one botocore loader).
 """
 
 from __future__ import annotations
@@ -22,14 +23,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from dco.errors import DcoError
-from dco.ingest import (
-    MAX_SWAP_ATTEMPTS,
-    PointerConflictError,
-    pointer_key,
-    rollback_pointer,
-    snapshot_key,
-)
 from dco.warm import NOT_MODIFIED, Blob, SourceError, _NotModified
+
+# dco.ingest (the feed and snapshot pipeline, ~190 ms of imports) is imported inside the IngestStore and rollback
+# methods only: decide and track use this module as their Source and never need it (docs/performance.md,
+# "coldstart").
 
 _MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 _CONFLICT_CODES = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict", "409"})
@@ -52,15 +50,18 @@ def _status(exc: Exception) -> int:
 class S3Store:
     """The data bucket. ``client`` is a boto3 S3 client; one is built (with short timeouts) when omitted."""
 
-    def __init__(self, bucket: str, client: Any | None = None) -> None:
+    def __init__(self, bucket: str, client: Any | None = None, *, session: Any | None = None) -> None:
         if not bucket:
             raise ValueError("bucket name is required")
         self.bucket = bucket
         if client is None:
-            import boto3
             from botocore.config import Config
 
-            client = boto3.client(
+            if session is None:
+                import boto3
+
+                session = boto3
+            client = session.client(
                 "s3",
                 config=Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 3, "mode": "standard"}),
             )
@@ -122,6 +123,8 @@ class S3Store:
     def read_pointer(self, campaign: str) -> tuple[dict[str, Any], str] | None:
         from botocore.exceptions import ClientError
 
+        from dco.ingest import pointer_key
+
         try:
             response = self.client.get_object(Bucket=self.bucket, Key=pointer_key(campaign))
         except ClientError as exc:
@@ -146,6 +149,8 @@ class S3Store:
 
     def swap_pointer(self, campaign: str, pointer: Mapping[str, Any], etag: str | None) -> None:
         from botocore.exceptions import ClientError
+
+        from dco.ingest import PointerConflictError, pointer_key
 
         condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
         body = json.dumps(pointer, indent=1, sort_keys=True).encode()
@@ -174,16 +179,20 @@ class S3Store:
         )
 
     def rollback(
-        self, campaign: str, version: str, *, now: int | None = None, max_attempts: int = MAX_SWAP_ATTEMPTS
+        self, campaign: str, version: str, *, now: int | None = None, max_attempts: int | None = None
     ) -> dict[str, Any]:
         """Point ``campaign`` back at an existing snapshot ``version`` (``sha256:<hex>`` or the bare hex).
 
         The snapshot is read and fully verified first (a corrupt or foreign object is refused with
         :class:`RollbackError`); the pointer keeps its sequence (only a newer drop replaces a rollback) and
         records the version it replaced in ``rolled_back_from`` and ``previous``. Returns the new pointer.
+        ``max_attempts`` bounds the pointer swap retries (default :data:`dco.ingest.MAX_SWAP_ATTEMPTS`).
         """
+        from dco.ingest import MAX_SWAP_ATTEMPTS, PointerConflictError, rollback_pointer, snapshot_key
         from dco.snapshot import load_snapshot
 
+        if max_attempts is None:
+            max_attempts = MAX_SWAP_ATTEMPTS
         version = version if version.startswith("sha256:") else f"sha256:{version}"
         try:
             key = snapshot_key(campaign, version)
