@@ -613,6 +613,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             fields["change_z"] = args.change_z
         if args.exploration is not None:
             fields["exploration"] = args.exploration
+        if args.partner_strength is not None:
+            fields["partner_strength"] = args.partner_strength
+        if args.dims is not None:
+            fields["dims"] = tuple(d for d in args.dims.split(",") if d)
         params = LearningParams(**{**DEFAULT_PARAMS.__dict__, **fields})
         if args.stats_refresh:
             scenario.stats_refresh = args.stats_refresh
@@ -645,6 +649,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--strength", type=float, default=None, help="back-off prior strength k (pseudo-trials)")
     p.add_argument("--change-z", type=float, default=None, help="drift test threshold (0: always discount)")
     p.add_argument("--exploration", type=float, default=None, help="posterior spread of the draws (1 = Thompson)")
+    p.add_argument("--partner-strength", type=float, default=None,
+                   help="prior strength of the partner-adjusted combination fit (0: component counts only)")
+    p.add_argument("--dims", default=None, help="context dimensions the model conditions on (default region,device)")
     p.add_argument("--with-products", action="store_true", help="keep the creative's product selection")
     p.add_argument("--log-out", help="write the decision log (logged-bandit CSV for `dco evaluate`)")
     p.add_argument("--stats-out", help="write the final stats object (.json, or .msgpack) for `dco report`")

@@ -11,6 +11,14 @@ from dco.rng import make_rng
 from dco.stats import StatsTable
 
 
+def _logit(p: float) -> float:
+    return math.log(p / (1 - p))
+
+
+def _expit(x: float) -> float:
+    return 1 / (1 + math.exp(-x))
+
+
 def _table(components: dict[str, list[float]], arms: dict[str, list[float]] | None = None, updated_at: int = 0):
     return StatsTable.from_object(
         {"version": 1, "campaign": "c", "updated_at": updated_at, "arms": arms or {}, "components": components}
@@ -54,8 +62,11 @@ def test_slot_counts_back_off_one_context_dimension_exact():
     m_slot = (40 + 1) / (2000 + 2)
     m_a = (30 + 50 * m_slot) / (1000 + 50)
     m_b = (10 + 50 * m_slot) / (1000 + 50)
-    assert s == pytest.approx([10 + 50 * m_a, 0 + 50 * m_b], rel=1e-12)
-    assert n == [150.0, 50.0]
+    # the prior centre in pnw is the variant's rate moved by the whole slot's pnw shift (log-odds)
+    shift = _logit((10 + 1) / (100 + 2)) - _logit(m_slot)
+    c_a, c_b = _expit(_logit(m_a) + shift), _expit(_logit(m_b) + shift)
+    assert s == pytest.approx([10 + 50 * c_a, 0 + 50 * c_b], rel=1e-12)
+    assert n == pytest.approx([150.0, 50.0], rel=1e-12)
     # no context value in the request: the variant's own history over the slot prior
     s0, n0 = slot_counts(stats, "cr", "image", ["a", "b"], {}, "click", params)
     assert s0 == pytest.approx([30 + 50 * m_slot, 10 + 50 * m_slot]) and n0 == [1050.0, 1050.0]
@@ -71,12 +82,11 @@ def test_slot_counts_two_dimensions_combine_in_log_odds():
     s, n = slot_counts(stats, "cr", "cta", ["a"], {"geo.region": "pnw", "device.type": "mobile"}, "click", params)
     m_slot = 21 / 1002
     m_v = (20 + 50 * m_slot) / 1050
-    p_r = (8 + 50 * m_v) / 250
-    p_d = (4 + 50 * m_v) / 450
-
-    def logit(p: float) -> float:
-        return math.log(p / (1 - p))
-
+    c_r = _expit(_logit(m_v) + _logit(9 / 202) - _logit(m_slot))  # centres moved by the slot's shifts
+    c_d = _expit(_logit(m_v) + _logit(5 / 402) - _logit(m_slot))
+    p_r = (8 + 50 * c_r) / 250
+    p_d = (4 + 50 * c_d) / 450
+    logit = _logit
     p = 1 / (1 + math.exp(-(logit(m_v) + (logit(p_r) - logit(m_v)) + (logit(p_d) - logit(m_v)))))
     assert n == [250.0] and s[0] == pytest.approx(p * 250, rel=1e-12)
 
@@ -149,8 +159,106 @@ def test_stable_counters_keep_their_whole_history_and_changed_ones_go_short():
         "cr|image=b": [10000, 280, 0, 0.0], "cr|image=b#e4": [1000, 80, 0, 0.0], "cr|image=b#e3": [1000, 20, 0, 0.0],
     })
     s, n = slot_counts(stats, "cr", "image", ["a", "b"], {}, "click", params)
-    imps = [10000.0, 1500.0]
-    clicks = [200.0, 90.0]
+    # b changed, so the whole slot goes to short memory: a's stale certainty is forgotten too
+    imps = [1500.0, 1500.0]
+    clicks = [30.0, 90.0]
     m_slot = (sum(clicks) + 1) / (sum(imps) + 2)
     assert n == pytest.approx([i + 50 for i in imps])
     assert s == pytest.approx([c + 50 * m_slot for c in clicks])
+
+
+def test_a_slot_without_a_change_keeps_its_whole_history():
+    params = LearningParams(strength=50.0, half_life_s=86400, bucket_s=86400, buckets=5, recent_buckets=1,
+                            change_z=3.0, dims=())
+    stats = _table({
+        "cr|image=a": [10000, 200, 0, 0.0], "cr|image=a#e4": [1000, 20, 0, 0.0], "cr|image=a#e3": [1000, 20, 0, 0.0],
+        "cr|cta=p": [10000, 280, 0, 0.0], "cr|cta=p#e4": [1000, 80, 0, 0.0], "cr|cta=p#e3": [1000, 20, 0, 0.0],
+    })
+    s, n = slot_counts(stats, "cr", "image", ["a"], {}, "click", params)  # the cta changed, not the image
+    assert n == pytest.approx([10050.0])
+
+
+# ------------------------------------------------------------------------------- partner adjustment
+
+
+def _partner_stats(extra: dict[str, list[float]] | None = None):
+    # GIVEN headlines x and y equally good, CTA p three times q; x was served mostly next to p, y next to q
+    arms = {
+        "cr|x.p@region=pnw": [10000, 600, 0, 0.0], "cr|x.q@region=pnw": [1000, 20, 0, 0.0],
+        "cr|y.p@region=pnw": [1000, 60, 0, 0.0], "cr|y.q@region=pnw": [10000, 200, 0, 0.0],
+    }
+    components = {
+        "cr|headline=x": [11000, 620, 0, 0.0], "cr|headline=x@region=pnw": [11000, 620, 0, 0.0],
+        "cr|headline=y": [11000, 260, 0, 0.0], "cr|headline=y@region=pnw": [11000, 260, 0, 0.0],
+        "cr|cta=p": [11000, 660, 0, 0.0], "cr|cta=p@region=pnw": [11000, 660, 0, 0.0],
+        "cr|cta=q": [11000, 220, 0, 0.0], "cr|cta=q@region=pnw": [11000, 220, 0, 0.0],
+        **(extra or {}),
+    }
+    return _table(components, arms=arms)
+
+
+def test_combination_counters_adjust_each_variant_for_its_partners():
+    stats = _partner_stats()
+    params = LearningParams(dims=("region",))
+    # WHEN the headline slot is scored in pnw
+    s, n = slot_counts(stats, "cr", "headline", ["x", "y"], {"geo.region": "pnw"}, "click", params)
+    rate_x, rate_y = s[0] / n[0], s[1] / n[1]
+    # THEN x and y come out (nearly) equal, though x's marginal CTR is 2.4 times y's
+    assert rate_x / rate_y == pytest.approx(1.0, abs=0.03)
+    s, n = slot_counts(stats, "cr", "cta", ["p", "q"], {"geo.region": "pnw"}, "click", params)
+    assert (s[0] / n[0]) / (s[1] / n[1]) == pytest.approx(3.0, rel=0.03)
+    # the pseudo-successes are the clicks plus the prior's (partner_strength x effect 1 for a new variant)
+    assert s[0] == pytest.approx(660 + 2.0)
+    # without combination counters (or with partner_strength 0) the marginal counts decide
+    plain = LearningParams(dims=("region",), partner_strength=0.0)
+    s, n = slot_counts(stats, "cr", "headline", ["x", "y"], {"geo.region": "pnw"}, "click", plain)
+    assert (s[0] / n[0]) / (s[1] / n[1]) > 2.0
+
+
+def test_additive_fit_recovers_multiplicative_effects():
+    rows = [(("x", "p"), 10000.0, 600.0), (("x", "q"), 1000.0, 20.0), (("y", "p"), 1000.0, 60.0),
+            (("y", "q"), 10000.0, 200.0)]
+    fit = learning._fit_additive(rows, None, 2.0, 12)
+    assert fit.positions == [{"x": 0, "y": 1}, {"p": 0, "q": 1}]
+    assert fit.effect[1]["p"] / fit.effect[1]["q"] == pytest.approx(3.0, rel=0.03)
+    assert fit.effect[0]["x"] / fit.effect[0]["y"] == pytest.approx(1.0, abs=0.03)
+    assert fit.shape[1] == pytest.approx([662.0, 222.0])  # successes + partner_strength x prior effect 1
+
+
+def test_context_shift_compares_within_time_buckets():
+    # GIVEN a and b earn 2% in bucket 1 and 6% in bucket 2 (partners improved) on both devices; a was on
+    # desktop mostly in bucket 2, b mostly in bucket 1: by marginal counts a looks made for desktop
+    rows = {}
+    for v, (d1, d2) in {"a": (100, 900), "b": (900, 100)}.items():
+        for b, (desk, rate) in {1: (d1, 0.02), 2: (d2, 0.06)}.items():
+            rows[f"cr|cta={v}#e{b}"] = [2000, 2000 * rate, 0, 0.0]
+            rows[f"cr|cta={v}@device=desktop#e{b}"] = [desk, desk * rate, 0, 0.0]
+        rows[f"cr|cta={v}"] = [4000, 160, 0, 0.0]
+        rows[f"cr|cta={v}@device=desktop"] = [1000, d1 * 0.02 + d2 * 0.06, 0, 0.0]
+    stats = _table(rows)
+    params = LearningParams(dims=("device",), buckets=5)
+    learning._decayed(stats, params)
+    shifts = learning._context_shifts(
+        stats, ["cr|cta=a", "cr|cta=b"], ("device", "desktop"), 1, params
+    )
+    # THEN within each bucket desktop and mobile earn the same: no shift for either
+    assert shifts == pytest.approx([0.0, 0.0], abs=1e-9)
+
+
+def test_a_slot_whose_recent_clicks_miss_the_fit_is_drifted():
+    arms = {"cr|x.p@region=pnw": [10000, 300, 0, 0.0], "cr|y.p@region=pnw": [10000, 100, 0, 0.0]}
+    base = {
+        "cr|headline=x": [12000, 360, 0, 0.0], "cr|headline=y": [10000, 100, 0, 0.0], "cr|cta=p": [22000, 460, 0, 0.0],
+        "cr|cta=p@region=pnw#e5": [2000, 60, 0, 0.0],
+    }
+    params = LearningParams(dims=("region",), recent_buckets=1)
+    ctx = (("region", "pnw"),)
+
+    def drifted(recent_clicks: float) -> bool:
+        stats = _table({**base, "cr|headline=x@region=pnw#e5": [2000, recent_clicks, 0, 0.0]}, arms=arms)
+        located = learning._locate_fit(stats, "cr", ["x", "y"], ctx, "click", params)
+        assert located is not None and located[1] == 0 and located[3] == "pnw"
+        return learning._drifted(stats, "cr", "headline", ["x", "y"], ctx, "click", params, located)
+
+    assert not drifted(60)  # 3 % as the fit says
+    assert drifted(10)  # a sixth of it: the world changed

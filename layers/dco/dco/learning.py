@@ -30,22 +30,38 @@ value ``[impressions, clicks, conversions, value]``. Publish-stats should carry 
 object); :func:`slot_counts` ignores older buckets anyway.
 
 The component model (docs/learning.md has the reasoning and the figures). For a variant ``v`` of a slot, in a
-request whose context is ``{region: pnw, device: mobile}``::
+request whose context is ``{region: pnw, device: mobile}``:
 
-    m_slot  = (S_slot + 1) / (N_slot + 2)                     all variants of the slot pooled
-    m_v     = (S_v + k m_slot) / (N_v + k)                    the variant over all contexts, shrunk to the slot
-    p_v,d   = (S_v,d + k m_v) / (N_v,d + k)                   the variant within one context value, shrunk to m_v
-    logit p = logit m_v + sum_d (logit p_v,d - logit m_v)     context values combine additively in log-odds
-    n       = min_d (N_v,d + k)                               the least-informed context value sets the spread
-    (successes, trials) = (p n, n)
+1. Partner adjustment (when the stats carry ``arm:<combination>@region=<value>`` counters): per region value,
+   an additive model of the combinations, ``rate(c) = mu * prod_slot f_slot[v]``, fitted by backfitting with a
+   Gamma prior of ``partner_strength`` pseudo-successes (:func:`_fit_additive`). ``f_v`` is the variant's
+   effect with its partners held fixed: per-variant marginal counts credit a variant with its partners'
+   quality (a variant served late, next to the partners the optimizer has learned to pick, looks better than
+   one explored early next to random partners) and lock the slots into each other's early picks. The
+   variant's rate is ``mu * mean partner effect * f_v`` with ``S_v + k_p`` pseudo-successes.
+2. The other context values (device): a shift ``(1 - share_v,d) * log(RR_v,d / RR_slot,d)`` in log-odds, with
+   ``RR`` the Mantel-Haenszel rate ratio in ``d`` against elsewhere, compared within each time bucket (the
+   same reason: a variant served on one device mostly late would look made for it), shrunk toward the slot's
+   ratio with ``context_strength`` pseudo-successes (:func:`_context_shifts`).
+3. Without combination counters (or for a slot whose world changed, see below) the back-off on component
+   counters::
 
-With one context dimension this is exactly ``(S_v,d + k m_v, N_v,d + k)``: a Beta prior of strength ``k`` centred
-on the variant's history everywhere (cold start), which a data-rich context outweighs. ``S`` and ``N`` are the
-counts with drift handling: per counter, the whole history (the absolute counter) while the newest
-``recent_buckets`` time buckets agree with the older history (two-proportion z-test at ``change_z``), else the
-time-discounted counts ``sum_b 0.5 ** ((newest - b) * bucket_s / half_life_s) * count_b`` over the newest
-``buckets`` buckets present in the stats object (absolute counters only, when no bucketed key exists).
-Holdout traffic never enters component counters, so the control group stays clean.
+       m_slot  = (S_slot + 1) / (N_slot + 2)                      all variants of the slot pooled
+       m_v     = (S_v + k m_slot) / (N_v + k)                     the variant over all contexts, shrunk to the slot
+       c_v,d   = expit(logit m_v + logit m_slot,d - logit m_slot) the centre in context value d
+       p_v,d   = (S_v,d + k c_v,d) / (N_v,d + k)                  the variant within d, shrunk to the centre
+       logit p = logit m_v + sum_d (logit p_v,d - logit m_v)      context values combine additively in log-odds
+       n       = min_d (N_v,d + k)                                the least-informed value sets the spread
+       (successes, trials) = (p n, n)
+
+Drift: a slot changed in a context when, over the newest ``recent_buckets`` time buckets, a variant's clicks
+miss what the fit predicts for its impressions there (given the partners served in the same buckets) by more
+than ``change_z`` Poisson standard errors and ``change_ratio`` of the prediction (:func:`_value_drifted`);
+without a fit, when any of its counters fails a two-proportion test of recent against older rates. A changed
+slot forgets: every variant of it takes the time-discounted counts ``sum_b 0.5 ** (age_b * bucket_s /
+half_life_s) * count_b`` of the back-off model, and is sampled with plain Thompson (``exploration`` 1).
+Stable slots keep the whole history and sample from posteriors with the counts scaled by ``1 / exploration``.
+Holdout traffic never enters component or per-region arm counters, so the control group stays clean.
 """
 
 from __future__ import annotations
@@ -103,10 +119,15 @@ class LearningParams:
     bucket_s: int = 86400
     buckets: int = 14
     change_z: float = 3.0
+    change_ratio: float = 0.3
     recent_buckets: int = 2
     pool: int = 1024
     dims: tuple[str, ...] = ("region", "device")
-    exploration: float = 1.0
+    exploration: float = 0.5
+    partner_strength: float = 2.0
+    national_prior: bool = False
+    context_strength: float = 5.0
+    sweeps: int = 12
 
 
 DEFAULT_PARAMS = LearningParams()
@@ -230,6 +251,7 @@ def _decayed(stats: Any, params: LearningParams) -> dict[str, tuple[float, float
             imps = float(row[0])
             absolute[base] = (imps, min(float(row[1]), imps), min(float(row[2]), imps))
     out = absolute
+    changed: set[str] = set()
     if newest is not None:
         decay = math.log(0.5) * params.bucket_s / params.half_life_s
         weights = [math.exp(decay * age) for age in range(params.buckets)]
@@ -265,10 +287,129 @@ def _decayed(stats: Any, params: LearningParams) -> dict[str, tuple[float, float
                 out[base] = total  # stable: keep the whole history (discounting would only add noise)
             else:
                 out[base] = (acc[0], acc[1], acc[2])
+                changed.add(base)
         for base, acc in sums.items():
             out.setdefault(base, (acc[0], acc[1], acc[2]))
+        memo[key + ("short",)] = {base: (acc[0], acc[1], acc[2]) for base, acc in sums.items()}
+        memo[key + ("recent",)] = recent
+        memo[key + ("newest",)] = newest
+    memo[key] = out
+    memo[key + ("changed",)] = changed
+    return out
+
+
+def _changed_keys(
+    stats: Any, params: LearningParams
+) -> tuple[set[str], dict[str, tuple[float, float, float]], dict[str, list[float]]]:
+    """Base component keys where a change was detected, the discounted counts of every key (short memory) and
+    the undiscounted counts of the newest ``recent_buckets`` buckets."""
+    _decayed(stats, params)
+    key = ("learning.decayed", params.half_life_s, params.bucket_s, params.buckets, params.change_z,
+           params.recent_buckets)
+    memo = _memo(stats)
+    return memo.get(key + ("changed",), set()), memo.get(key + ("short",), {}), memo.get(key + ("recent",), {})
+
+
+def _drifted(
+    stats: Any,
+    creative: str,
+    slot: str,
+    variants: Sequence[str],
+    ctx: tuple[tuple[str, str], ...],
+    objective: str,
+    params: LearningParams,
+    located: tuple[_Fit, int, _Fit, str | None] | None,
+) -> bool:
+    """Whether the world changed for this slot in this context.
+
+    With a fit of the request's arm context value (:func:`_fits`): :func:`_value_drifted` (a test of the
+    whole context value that the partners' improvement over time does not trip). Otherwise: any counter of
+    the variants failed the two-proportion test of :func:`_decayed`.
+    """
+    if params.change_z <= 0:
+        return True
+    if located is None or located[3] is None:
+        changed = _changed_keys(stats, params)[0]
+        return bool(changed) and any(
+            base in changed or any(f"{base}@{d}={v}" in changed for d, v in ctx)
+            for base in (component_key(creative, slot, v) for v in variants)
+        )
+    return _value_drifted(stats, creative, objective, params, located)
+
+
+def _value_drifted(
+    stats: Any, creative: str, objective: str, params: LearningParams, located: tuple[_Fit, int, _Fit, str | None]
+) -> bool:
+    """Whether the newest ``recent_buckets`` buckets of the located slot in a context value disagree with
+    its fit.
+
+    For every variant of the slot: its clicks in those buckets against what the fit predicts for its
+    impressions there, given the partners served in the same buckets (their impression mix times their fitted
+    effects); a change when any differs by more than ``change_z`` Poisson standard errors and by more than
+    ``change_ratio`` of the prediction. Once per stats table, slot and context value.
+    """
+    fit, slot_position, national, value = located
+    memo = _memo(stats)
+    key = ("learning.value_drifted", creative, objective, value, slot_position, id(params))
+    found = memo.get(key)
+    if found is not None:
+        return found  # type: ignore[no-any-return,unused-ignore]
+    memo[key] = False
+    recent = _changed_keys(stats, params)[2]
+    if not recent:
+        return False
+    col = 1 if objective == "click" else 2
+    dim = ARM_CONTEXT_DIMENSIONS[0]
+    slots = _slot_names(stats, creative)
+    # per position: [(impressions, clicks, fitted effect)] of its variants in the recent buckets
+    seen: list[list[tuple[float, float, float]]] = []
+    mix: list[float] = []
+    for q, known in enumerate(fit.positions):
+        eff = fit.effect[q]
+        prior = national.effect[q] if q < len(national.effect) else {}
+        rows = []
+        for v in known.keys() | prior.keys():
+            name = slots.get(v)
+            if name is None:
+                continue
+            r = recent.get(f"{creative}|{name}={v}@{dim}={value}")
+            if r is not None and r[0] > 0:
+                rows.append((float(r[0]), float(r[col]), eff.get(v, prior.get(v, 1.0))))
+        seen.append(rows)
+        imps = sum(r[0] for r in rows)
+        mix.append(sum(r[0] * r[2] for r in rows) / imps if imps > 0 else 1.0)
+    z2 = params.change_z * params.change_z
+    out = False
+    for p, rows in enumerate(seen):
+        if p != slot_position:
+            continue
+        partners = math.prod(m for q, m in enumerate(mix) if q != p)
+        mu = fit.ref[p] / max(fit.partner[p], 1e-12)
+        for n_v, clicks, effect_v in rows:
+            expected = n_v * mu * effect_v * partners
+            diff = clicks - expected
+            if diff * diff > z2 * max(expected, 1.0) and abs(diff) > params.change_ratio * expected:
+                out = True
+                break
+        if out:
+            break
     memo[key] = out
     return out
+
+
+def _slot_names(stats: Any, creative: str) -> dict[str, str]:
+    """Variant id -> slot name of ``creative``, from its component counters (once per stats table)."""
+    memo = _memo(stats)
+    key = ("learning.slots", creative)
+    found = memo.get(key)
+    if found is None:
+        found = memo[key] = {}
+        prefix = f"{creative}|"
+        for name in _component_rows(stats):
+            if name.startswith(prefix) and "@" not in name and BUCKET_SUFFIX not in name:
+                slot, _, v = name[len(prefix):].partition("=")
+                found.setdefault(v, slot)
+    return found  # type: ignore[no-any-return,unused-ignore]
 
 
 def _changed(total: tuple[float, float, float], recent: list[float] | None, z: float) -> bool:
@@ -289,6 +430,190 @@ def _changed(total: tuple[float, float, float], recent: list[float] | None, z: f
             if diff * diff > z * z * p * (1.0 - p) * (1.0 / n_r + 1.0 / n_o):
                 return True
     return False
+
+
+# ------------------------------------------------------------------------------------------- partner adjustment
+
+
+class _Fit:
+    """An additive (log-linear) model of one creative's combination counters within one context value.
+
+    ``positions[p]`` maps a variant id to its row at position ``p`` of the combination key; ``shape[p][j]`` and
+    ``rate[p][j]`` are the Gamma posterior of that variant's multiplicative effect (mean ``shape / rate``);
+    ``ref[p]`` turns an effect into a click rate (the base rate times the average effect of the partners).
+    """
+
+    __slots__ = ("positions", "shape", "rate", "ref", "effect", "partner")
+
+    def __init__(self) -> None:
+        self.positions: list[dict[str, int]] = []
+        self.shape: list[list[float]] = []
+        self.rate: list[list[float]] = []
+        self.ref: list[float] = []
+        self.partner: list[float] = []
+        self.effect: list[dict[str, float]] = []
+
+
+def _fit_additive(
+    rows: Sequence[tuple[tuple[str, ...], float, float]],
+    prior: _Fit | None,
+    k: float,
+    sweeps: int,
+) -> _Fit:
+    """Fit ``rate(combination) = mu * prod_p f_p[v_p]`` to ``(variant ids, impressions, successes)`` rows.
+
+    Backfitting (iterative proportional fitting with a Gamma prior): for each position ``p`` in turn,
+    ``f_p[v] = (S_p[v] + k g_p[v]) / (X_p[v] + k)`` where ``S_p[v]`` are the successes of the combinations with
+    ``v`` at ``p``, ``X_p[v] = mu * sum N_c prod_{q != p} f_q`` their exposure adjusted for the partners they
+    were served with (in expected successes at ``f = 1``), and ``g_p[v]`` the prior centre (``prior``'s effect,
+    1 without one). The partners' adjustment is what per-variant marginal counts lack: a variant served mostly
+    next to strong partners looks better than it is, one explored early next to random partners worse.
+    """
+    fit = _Fit()
+    width = len(rows[0][0])
+    fit.positions = [{} for _ in range(width)]
+    index = [[fit.positions[p].setdefault(parts[p], len(fit.positions[p])) for parts, _, _ in rows]
+             for p in range(width)]
+    sizes = [len(d) for d in fit.positions]
+    centre = []
+    for p in range(width):
+        g = [1.0] * sizes[p]
+        if prior is not None and p < len(prior.effect):
+            known = prior.effect[p]
+            for v, j in fit.positions[p].items():
+                g[j] = known.get(v, 1.0)
+        centre.append(g)
+    imps = [float(r[1]) for r in rows]
+    succ = [float(r[2]) for r in rows]
+    total_s = sum(succ)
+    if np is not None:
+        n_arr = np.asarray(imps)
+        s_arr = np.asarray(succ)
+        idx = [np.asarray(ix, dtype=np.intp) for ix in index]
+        g_arr = [np.asarray(g) for g in centre]
+        s_pos = [np.bincount(idx[p], weights=s_arr, minlength=sizes[p]) for p in range(width)]
+        f = [g.copy() for g in g_arr]
+        prod = np.ones(len(rows))
+        for p in range(width):
+            prod = prod * f[p][idx[p]]
+        mu = max(total_s, 0.5) / max(float(n_arr @ prod), 1.0)
+        x_pos = [np.zeros(sizes[p]) for p in range(width)]
+        ref = [1.0] * width
+        for _ in range(sweeps):
+            for p in range(width):
+                partner = prod / f[p][idx[p]]
+                w = n_arr * partner
+                x_pos[p] = mu * np.bincount(idx[p], weights=w, minlength=sizes[p])
+                f[p] = (s_pos[p] + k * g_arr[p]) / (x_pos[p] + k)
+                prod = partner * f[p][idx[p]]
+                ref[p] = float(w.sum()) / max(float(n_arr.sum()), 1.0)
+            mu = max(total_s, 0.5) / max(float(n_arr @ prod), 1.0)
+        fit.shape = [(s_pos[p] + k * g_arr[p]).tolist() for p in range(width)]
+        fit.rate = [(x_pos[p] + k).tolist() for p in range(width)]
+        fit.ref = [mu * r for r in ref]
+        fit.partner = list(ref)
+    else:
+        s_pos = []
+        for p in range(width):
+            acc = [0.0] * sizes[p]
+            for j, s in zip(index[p], succ, strict=True):
+                acc[j] += s
+            s_pos.append(acc)
+        fl = [list(g) for g in centre]
+        prod_l = [1.0] * len(rows)
+        for p in range(width):
+            prod_l = [x * fl[p][j] for x, j in zip(prod_l, index[p], strict=True)]
+        mu = max(total_s, 0.5) / max(sum(n * x for n, x in zip(imps, prod_l, strict=True)), 1.0)
+        x_l = [[0.0] * sizes[p] for p in range(width)]
+        ref = [1.0] * width
+        for _ in range(sweeps):
+            for p in range(width):
+                fp = fl[p]
+                partner = [x / fp[j] for x, j in zip(prod_l, index[p], strict=True)]
+                acc = [0.0] * sizes[p]
+                wsum = 0.0
+                for j, n, x in zip(index[p], imps, partner, strict=True):
+                    acc[j] += n * x
+                    wsum += n * x
+                x_l[p] = [mu * a for a in acc]
+                fl[p] = [(s + k * g) / (x + k) for s, g, x in zip(s_pos[p], centre[p], x_l[p], strict=True)]
+                fp = fl[p]
+                prod_l = [x * fp[j] for x, j in zip(partner, index[p], strict=True)]
+                ref[p] = wsum / max(sum(imps), 1.0)
+            mu = max(total_s, 0.5) / max(sum(n * x for n, x in zip(imps, prod_l, strict=True)), 1.0)
+        fit.shape = [[s + k * g for s, g in zip(s_pos[p], centre[p], strict=True)] for p in range(width)]
+        fit.rate = [[x + k for x in x_l[p]] for p in range(width)]
+        fit.ref = [mu * r for r in ref]
+        fit.partner = list(ref)
+    fit.effect = [
+        {v: fit.shape[p][j] / fit.rate[p][j] for v, j in fit.positions[p].items()} for p in range(width)
+    ]
+    return fit
+
+
+def _fits(stats: Any, creative: str, objective: str, params: LearningParams) -> dict[str | None, _Fit]:
+    """Context value (``None``: all of them) -> :class:`_Fit` of the creative's ``arm:<combination>@<dim>=<value>``
+    counters; built once per stats table. Empty when the table carries no such counters."""
+    memo = _memo(stats)
+    key = ("learning.fits", creative, objective, params.partner_strength, params.sweeps, params.national_prior)
+    found = memo.get(key)
+    if found is not None:
+        return found  # type: ignore[no-any-return,unused-ignore]
+    out: dict[str | None, _Fit] = {}
+    memo[key] = out
+    items = getattr(stats, "items_with_separator", None)
+    if items is None or params.partner_strength <= 0:
+        return out
+    prefix = f"{creative}|"
+    dim = ARM_CONTEXT_DIMENSIONS[0]
+    marker = f"@{dim}="
+    names: list[str] = []
+    rows: list[int] = []
+    for name, row in items(marker):
+        if name.startswith(prefix):
+            names.append(name)
+            rows.append(row)
+    if not names:
+        return out
+    successes, trials = stats.counts_at(stats.indices(names), objective)
+    if hasattr(successes, "tolist"):
+        successes, trials = successes.tolist(), trials.tolist()
+    by_value: dict[str, list[tuple[tuple[str, ...], float, float]]] = {}
+    pooled: dict[tuple[str, ...], list[float]] = {}
+    width = None
+    for name, s, n in zip(names, successes, trials, strict=True):
+        combo, _, value = name[len(prefix):].rpartition(marker)
+        parts = tuple(combo.split("."))
+        if width is None:
+            width = len(parts)
+        if len(parts) != width or n <= 0:
+            continue
+        s = min(float(s), float(n))
+        by_value.setdefault(value, []).append((parts, float(n), s))
+        acc = pooled.get(parts)
+        if acc is None:
+            pooled[parts] = [float(n), s]
+        else:
+            acc[0] += float(n)
+            acc[1] += s
+    if not pooled:
+        return out
+    k = params.partner_strength
+    national = _fit_additive([(p, v[0], v[1]) for p, v in pooled.items()], None, k, params.sweeps)
+    out[None] = national
+    for value, rs in by_value.items():
+        out[value] = _fit_additive(rs, national if params.national_prior else None, k, params.sweeps)
+    return out
+
+
+def _position(fit: _Fit, variants: Sequence[str]) -> int | None:
+    """The position of the combination key that holds ``variants`` (the one naming most of them)."""
+    best, hits = None, 0
+    for p, known in enumerate(fit.positions):
+        h = sum(1 for v in variants if v in known)
+        if h > hits:
+            best, hits = p, h
+    return best
 
 
 _SIGNAL_OF: dict[str, str] = {short: name for name, short in CONTEXT_DIMENSIONS.items()}
@@ -320,6 +645,10 @@ def _logit(p: float) -> float:
     return math.log(p / (1.0 - p))
 
 
+def _expit(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))
+
+
 def slot_counts(
     stats: Any,
     creative: str,
@@ -340,36 +669,159 @@ def slot_counts(
     k = params.strength
     zero = (0.0, 0.0, 0.0)
     bases = [component_key(creative, slot, v) for v in variants]
+    ctx = _context_values(signals, params)
+    located = _locate_fit(stats, creative, variants, ctx, objective, params)
+    drifted = _drifted(stats, creative, slot, variants, ctx, objective, params, located)
+    if drifted:  # a change: short memory for every variant (stale certainty forgotten)
+        table = _changed_keys(stats, params)[1]
+        located = None
     overall = [table.get(b, zero) for b in bases]
     s_slot = sum(r[col] for r in overall)
     n_slot = sum(r[0] for r in overall)
     m_slot = (s_slot + 1.0) / (n_slot + 2.0)
-    ctx = _context_values(signals, params)
+    adjusted = None if located is None else _partner_counts(located, variants, params)
+    # per context value: the slot's shift in log-odds (all variants pooled), the centre of each variant's own
+    # shift, so a variant seen little in a context is not pulled toward the context's average rate
+    rows_d = {(dim, value): [table.get(f"{b}@{dim}={value}", zero) for b in bases] for dim, value in ctx}
+    shift = {}
+    for dv, rs in rows_d.items():
+        m_d = (sum(r[col] for r in rs) + 1.0) / (sum(r[0] for r in rs) + 2.0)
+        shift[dv] = _logit(m_d) - _logit(m_slot)
+    other = {}
+    if adjusted is not None:
+        for dv in rows_d:
+            if dv[0] not in ARM_CONTEXT_DIMENSIONS:
+                other[dv] = _context_shifts(stats, bases, dv, col, params)
     successes: list[float] = []
     trials: list[float] = []
-    for base, row in zip(bases, overall, strict=True):
+    for i, row in enumerate(overall):
         m_v = (row[col] + k * m_slot) / (row[0] + k)
+        base_logit = _logit(m_v)
+        if adjusted is not None:
+            # the partner-adjusted rate in the arm context value, moved by the other context values
+            a, rate = adjusted[i]
+            total = _logit(rate)
+            n = a / rate
+            for dv, shifts in other.items():
+                total += shifts[i]
+                n = min(n, rows_d[dv][i][0] + k)
+            p = _expit(total)
+            successes.append(p * n)
+            trials.append(n)
+            continue
         if not ctx:
             successes.append(row[col] + k * m_slot)
             trials.append(row[0] + k)
             continue
-        if len(ctx) == 1:
-            r = table.get(f"{base}@{ctx[0][0]}={ctx[0][1]}", zero)
-            successes.append(r[col] + k * m_v)
-            trials.append(r[0] + k)
-            continue
-        base_logit = _logit(m_v)
         total = base_logit
         n = math.inf
-        for dim, value in ctx:
-            r = table.get(f"{base}@{dim}={value}", zero)
+        for dv, rs in rows_d.items():
+            r = rs[i]
+            centre = _expit(base_logit + shift[dv])
             n_d = r[0] + k
-            total += _logit((r[col] + k * m_v) / n_d) - base_logit
+            total += _logit((r[col] + k * centre) / n_d) - base_logit
             n = min(n, n_d)
-        p = 1.0 / (1.0 + math.exp(-total))
+        p = _expit(total)
         successes.append(p * n)
         trials.append(n)
     return successes, trials
+
+
+def _context_shifts(
+    stats: Any, bases: Sequence[str], dv: tuple[str, str], col: int, params: LearningParams
+) -> list[float]:
+    """Per variant: how much more (log scale) it earns in context value ``dv`` than elsewhere, beyond what the
+    whole slot does, from time-bucketed counters compared within each bucket (a Mantel-Haenszel rate ratio).
+
+    Comparing within a bucket is what keeps the partners out: a variant served in one context mostly late
+    (next to strong partners) and in the others mostly early would otherwise look made for that context.
+    The ratio is shrunk toward the slot's with ``context_strength`` pseudo-successes; the shift applied to the
+    variant's rate is ``(1 - share of its traffic in dv) * log(ratio / slot ratio)``.
+    """
+    memo = _memo(stats)
+    newest = memo.get(("learning.decayed", params.half_life_s, params.bucket_s, params.buckets, params.change_z,
+                       params.recent_buckets, "newest"))
+    rows = _component_rows(stats)
+    dim, value = dv
+    zero = (0.0, 0.0, 0.0)
+    nums: list[float] = []
+    dens: list[float] = []
+    shares: list[float] = []
+    for base in bases:
+        num = den = 0.0
+        if newest is not None:
+            for b in range(newest - params.buckets + 1, newest + 1):
+                r_all = rows.get(f"{base}{BUCKET_SUFFIX}{b}")
+                if r_all is None:
+                    continue
+                r_in = rows.get(f"{base}@{dim}={value}{BUCKET_SUFFIX}{b}", zero)
+                n_in = float(r_in[0])
+                n_out = float(r_all[0]) - n_in
+                if n_in <= 0 or n_out <= 0:
+                    continue
+                s_in = min(float(r_in[col]), n_in)
+                s_out = max(min(float(r_all[col]), float(r_all[0])) - s_in, 0.0)
+                total = n_in + n_out
+                num += s_in * n_out / total
+                den += s_out * n_in / total
+        nums.append(num)
+        dens.append(den)
+        r_all = rows.get(base, zero)
+        r_in = rows.get(f"{base}@{dim}={value}", zero)
+        shares.append(float(r_in[0]) / float(r_all[0]) if float(r_all[0]) > 0 else 0.0)
+    c = params.context_strength
+    slot_ratio = (sum(nums) + 1.0) / (sum(dens) + 1.0)
+    return [
+        (1.0 - sh) * math.log(((nu + c * slot_ratio) / (de + c)) / slot_ratio)
+        for nu, de, sh in zip(nums, dens, shares, strict=True)
+    ]
+
+
+def _locate_fit(
+    stats: Any,
+    creative: str,
+    variants: Sequence[str],
+    ctx: tuple[tuple[str, str], ...],
+    objective: str,
+    params: LearningParams,
+) -> tuple[_Fit, int, _Fit, str | None] | None:
+    """``(fit, position of the slot, national fit, arm context value)`` for a request, or None without
+    combination counters (the fit of the request's value, the national one when the value has none)."""
+    if params.partner_strength <= 0:
+        return None
+    fits = _fits(stats, creative, objective, params)
+    if not fits:
+        return None
+    value = next((v for d, v in ctx if d in ARM_CONTEXT_DIMENSIONS), None)
+    national = fits[None]
+    fit = fits.get(value) if value is not None else None
+    if fit is None:
+        fit, value = national, None
+    p = _position(fit, variants)
+    if p is None:
+        return None
+    return fit, p, national, value
+
+
+def _partner_counts(
+    located: tuple[_Fit, int, _Fit, str | None], variants: Sequence[str], params: LearningParams
+) -> list[tuple[float, float]]:
+    """Per variant ``(shape, rate)``: the partner-adjusted posterior of :func:`_locate_fit`'s fit as
+    pseudo-successes and a click rate (a variant the fit never saw: the national effect, or 1, as prior)."""
+    fit, p, national, _ = located
+    known = fit.positions[p]
+    prior = national.effect[p] if params.national_prior and fit is not national and p < len(national.effect) else {}
+    k = params.partner_strength
+    ref = fit.ref[p]
+    out = []
+    for v in variants:
+        j = known.get(v)
+        if j is None:
+            a, b = k * prior.get(v, 1.0), k
+        else:
+            a, b = fit.shape[p][j], fit.rate[p][j]
+        out.append((a, min(max(ref * a / b, 1e-9), 0.5)))
+    return out
 
 
 # ------------------------------------------------------------------------------------------- choosing
@@ -485,7 +937,11 @@ def choose_variant(
             tables[2][short] = (variants, table)
     if table is None:
         successes, trials = slot_counts(stats, creative, slot, variants, signals, objective, params)
-        if params.exploration != 1.0:
+        drifted = params.exploration != 1.0 and _drifted(
+            stats, creative, slot, variants, ctx, objective, params,
+            _locate_fit(stats, creative, variants, ctx, objective, params),
+        )
+        if params.exploration != 1.0 and not drifted:  # after a detected change: plain Thompson sampling
             scale = 1.0 / params.exploration
             successes = [x * scale for x in successes]
             trials = [x * scale for x in trials]
