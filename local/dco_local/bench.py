@@ -129,6 +129,11 @@ def bench_load(products: int, repeat: int | None = None) -> dict[str, Any]:
 
 
 def bench_ingest(rows: int, repeat: int = 3) -> dict[str, Any]:
+    """Parse + validate + build a generated ``rows``-row feed: wall-clock medians per phase, plus the process's
+    CPU seconds (steadier than wall time on a shared machine) and the 1-minute load average when measured."""
+    import os
+
+    from dco._accel import accelerated
     from dco.config import campaign_from_dict
     from dco.feed import parse_feed
     from dco.snapshot import build_snapshot
@@ -139,19 +144,26 @@ def bench_ingest(rows: int, repeat: int = 3) -> dict[str, Any]:
     campaign = campaign_from_dict(data)
     _progress(f"generating a {rows:,}-row feed ...")
     feed = generate_retail_feed(rows, seed=11)
-    phases: dict[str, list[float]] = {"parse": [], "build": [], "total": []}
+    phases: dict[str, list[float]] = {"parse": [], "build": [], "total": [], "cpu": []}
+    loads: list[float] = []
+    blob = b""
     for i in range(repeat):
         _progress(f"run {i + 1}/{repeat} ...")
+        blob = b""
         gc.collect()
+        c0 = time.process_time()
         t0 = time.perf_counter()
         result = parse_feed(feed, campaign.feed, currency=campaign.currency)
         t1 = time.perf_counter()
         assert result.catalog is not None, result.report.fatal
         blob = build_snapshot(data, result.catalog, campaign=campaign)
         t2 = time.perf_counter()
+        phases["cpu"].append(time.process_time() - c0)
         phases["parse"].append(t1 - t0)
         phases["build"].append(t2 - t1)
         phases["total"].append(t2 - t0)
+        if hasattr(os, "getloadavg"):
+            loads.append(os.getloadavg()[0])
         del result
     seconds = statistics.median(phases["total"])
     return {
@@ -161,7 +173,11 @@ def bench_ingest(rows: int, repeat: int = 3) -> dict[str, Any]:
         "seconds": round(seconds, 3),
         "parse_seconds": round(statistics.median(phases["parse"]), 3),
         "build_seconds": round(statistics.median(phases["build"]), 3),
+        "cpu_seconds": round(statistics.median(phases["cpu"]), 3),
+        "runs_seconds": [round(t, 2) for t in phases["total"]],
         "rows_per_s": round(rows / seconds),
+        "load_avg_1m": round(statistics.median(loads), 2) if loads else None,
+        "accelerated": ",".join(k for k, on in accelerated().items() if on) or "none",
         "repeat": repeat,
     }
 

@@ -493,3 +493,54 @@ def test_committed_retail_feed_matches_the_generator() -> None:
     committed = (ROOT / "examples" / "retail" / "feed.tsv").read_bytes()
     assert committed == generate_retail_feed(3000, seed=7)
     assert parse_feed(committed).report.accepted == 3000
+
+
+# ------------------------------------------------------------------------------------- split paths agree
+
+
+@pytest.mark.parametrize("space", [" ", "\x0b", "\x0c", "\x1c", "\x1f", "  \t"])
+@pytest.mark.parametrize("ascii_only", [True, False])
+def test_whitespace_around_fields_is_stripped_on_every_split_path(space: str, ascii_only: bool) -> None:
+    # GIVEN whitespace at the edges of some fields; a non-ASCII title elsewhere sends the file down the
+    # line-by-line split instead of the vectorised one, which must give the same catalog
+    rows = [good_row(i) for i in range(6)]
+    rows[2] = (f"{space}P2", f"Product 2{space}", f"{space}https://shop.example.com/p2", f"{space}12.00 USD{space}")
+    if not ascii_only:
+        rows[4] = ("P4", "Prodüct 4", "https://shop.example.com/p4", "14.00 USD")
+    data = tsv(*rows) if "\t" not in space else ",".join(HEADER).encode() + b"\n" + b"".join(
+        ",".join(row).encode() + b"\n" for row in rows)
+    result = parse_feed(data)
+    assert result.report.errors == [] and result.catalog is not None
+    catalog = result.catalog
+    assert catalog.ids[2] == "P2" and catalog.text["title"][2] == "Product 2"
+    assert catalog.text["link"][2] == "https://shop.example.com/p2" and catalog.numeric["price"][2] == 12.0
+    assert catalog.ids == [f"P{i}" for i in range(6)]
+
+
+def test_additional_image_links_split_on_commas_and_spaces() -> None:
+    header = (*HEADER, "additional_image_link")
+    rows = [(*good_row(0), "https://c.example/1.jpg,https://c.example/2.jpg https://c.example/3.jpg"),
+            (*good_row(1), ""), (*good_row(2), "https://c.example/4.jpg, https://c.example/5.jpg")]
+    catalog = parse_feed(tsv(*rows, header=header)).require_catalog()
+    assert catalog.multi["additional_image_link"] == [
+        ("https://c.example/1.jpg", "https://c.example/2.jpg", "https://c.example/3.jpg"),
+        (),
+        ("https://c.example/4.jpg", "https://c.example/5.jpg"),
+    ]
+
+
+@pytest.mark.parametrize("position", [0, 50, 99])
+@pytest.mark.parametrize("raw", ["https://", "http://?q=1", "https:///x", "https://#top", "https://a b", "mailto:x"])
+def test_one_bad_url_anywhere_in_a_column_is_found(position: int, raw: str) -> None:
+    # the whole-column check must not let a bad URL through at the first, a middle or the last row
+    rows = [good_row(i) for i in range(100)]
+    rows[position] = (f"P{position}", "t", raw, "1")
+    issue = only_issue(parse_feed(tsv(*rows)))
+    assert (issue.row, issue.column, issue.code) == (position + 2, "link", "bad_url")
+
+
+def test_mixed_currencies_keep_each_rows_currency() -> None:
+    rows = [("A", "t", "https://s.example/a", "1.00 USD"), ("B", "t", "https://s.example/b", "2.00 EUR"),
+            ("C", "t", "https://s.example/c", "3.00")]
+    catalog = parse_feed(tsv(*rows), currency="GBP").require_catalog()
+    assert catalog.text["currency"] == ["USD", "EUR", "GBP"]

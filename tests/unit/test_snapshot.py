@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import msgpack
@@ -10,7 +11,7 @@ from dco import bitmap
 from dco.catalog import PickCache, select_products
 from dco.errors import ConfigError, CorruptSnapshotError, SnapshotVersionError
 from dco.feed import parse_feed
-from dco.snapshot import FORMAT_VERSION, build_snapshot, describe, load_snapshot
+from dco.snapshot import FORMAT_VERSION, DictColumn, TextColumn, build_snapshot, describe, load_snapshot
 
 FEED = (
     b"id\ttitle\tlink\timage_link\tprice\tavailability\tproduct_type\tbrand\tcountry\tcustom_label_0\n"
@@ -255,3 +256,93 @@ def test_pick_cache_off_and_bad_size(blob):
     assert a is not b and a.ranked() == b.ranked() and len(off) == 0
     with pytest.raises(ValueError, match="maxsize"):
         PickCache(snap, maxsize=-1)
+
+
+# ------------------------------------------------------------------------------------- byte-identical builds
+
+
+def _varied_feed(rows: int = 600, seed: int = 5) -> bytes:
+    """A deterministic feed exercising every column kind: repeated and unique text, case and whitespace variants
+    that normalise together, multi-valued countries (and none: everywhere), NaN sale prices, a custom numeric
+    column given as text."""
+    import random
+
+    rng = random.Random(seed)
+    header = ("id", "title", "link", "image_link", "price", "sale_price", "availability", "product_type", "brand",
+              "country", "custom_label_0", "popularity", "margin")
+    lines = ["\t".join(header)]
+    for i in range(rows):
+        lines.append("\t".join((
+            f"p{i}",
+            rng.choice(["Rain Jacket", "Snow Boots", "Fleece", f"Item {i}", "Café crème"]),
+            f"https://shop.example.com/p{i}",
+            f"https://cdn.example.com/p{i}.jpg" if rng.random() < 0.9 else "",
+            f"{rng.uniform(1, 200):.2f} USD",
+            f"{rng.uniform(1, 100):.2f} USD" if rng.random() < 0.3 else "",
+            rng.choice(["in_stock", "in_stock", "out_of_stock", "preorder"]),
+            rng.choice(["Outerwear", "outerwear", "Boots", "Sandals", " Boots "]),
+            rng.choice(["Acme", "ACME", "North", "Sunny", ""]),
+            rng.choice(["US", "US,CA", "", "ca", "GB US"]),
+            rng.choice(["pnw", "", "southeast", "PNW"]),
+            rng.choice(["1.5", "", "0.25", "x", "-2", "3"]),
+            rng.choice(["2", "0.5", "", "1"]),
+        )))
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _varied_campaign():
+    data = campaign_data()
+    data["feed"]["keep"] = ["margin", "popularity"]
+    products = data["creatives"][1]["products"]
+    products["filters"] = [
+        *products["filters"],
+        {"column": "price", "min": 5, "max": 150},
+        {"column": "country", "values": ["GB"], "exclude": True},
+        {"column": "custom_label_0", "values": ["southeast"], "exclude": True},
+    ]
+    products["boosts"] = [
+        *products["boosts"],
+        {"column": "popularity", "scale": True, "factor": 0.5},
+        {"column": "sale_price", "min": 0, "max": 30, "factor": 1.7},
+        {"column": "category", "values": ["boots"], "factor": 1.1},
+    ]
+    return data
+
+
+# sha256 of the snapshot the builder wrote before it was vectorised (a per-row Python loop): the numpy and the
+# pure-Python paths (pytest --pure-python) must both still write exactly these bytes.
+VARIED_SNAPSHOT_SHA256 = "9d35d9596119c1857165f4f11b8600f9dc1dd9d9c79abc0ece915f7e2c66b959"
+
+
+def test_varied_build_is_byte_identical_across_paths():
+    result = parse_feed(_varied_feed())
+    assert result.report.publishable, result.report.to_dict()
+    blob = build_snapshot(_varied_campaign(), result.catalog, feed_sha256="f" * 64)
+    assert hashlib.sha256(blob).hexdigest() == VARIED_SNAPSHOT_SHA256
+    snap = load_snapshot(blob)
+    assert snap.rows == 600 and isinstance(snap.columns["title"], DictColumn)
+    assert isinstance(snap.columns["link"], TextColumn) and not isinstance(snap.columns["link"], DictColumn)
+
+
+def test_dictionary_encoding_threshold_is_exact():
+    # GIVEN 10 products: a column with 5 distinct values is dictionary-encoded, one with 6 is stored as text
+    rows = [(f"p{i}", f"t{i % 5}", f"https://s.example/{i}", "1.00 USD", f"b{i % 6}", "in_stock", "Boots", "US", "")
+            for i in range(10)]
+    header = "id\ttitle\tlink\tprice\tbrand\tavailability\tproduct_type\tcountry\tcustom_label_0\n"
+    feed = (header + "".join("\t".join(r) + "\n" for r in rows)).encode()
+    snap = load_snapshot(build_snapshot(campaign_data(), parse_feed(feed).catalog))
+    assert isinstance(snap.columns["title"], DictColumn) and snap.columns["title"].values == [f"t{i}" for i in range(5)]
+    assert type(snap.columns["brand"]) is TextColumn
+    assert [snap.columns["brand"].get(i) for i in range(10)] == [f"b{i % 6}" for i in range(10)]
+
+
+def test_distinct_counting_stops_early_only_when_certain():
+    from dco.snapshot import _Coded, _more_distinct_than
+
+    unique = [f"u{i}" for i in range(100)]
+    assert _more_distinct_than(unique, 49, step=8)
+    assert not _more_distinct_than(unique, 100, step=8)
+    assert not _more_distinct_than(["a", "b"] * 50, 1, step=8)  # low cardinality: left to the coding pass
+    assert _Coded.of(unique, ordered=True, limit=50) is None
+    coded = _Coded.of(["b", "a", "b", "c"], ordered=True, limit=3)
+    assert coded is not None and coded.keys == ["a", "b", "c"] and list(coded.codes) == [1, 0, 1, 2]

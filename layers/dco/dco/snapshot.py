@@ -20,9 +20,12 @@ from __future__ import annotations
 import array
 import hashlib
 import math
+import operator
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections import deque
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import accumulate, chain, compress
 from typing import Any
 
 import msgpack
@@ -47,6 +50,7 @@ STORED_COLUMNS = frozenset(
 )
 # Columns whose values are compared with request signals: normalised like docs/signals.md.
 _UPPER_COLUMNS = frozenset({"country"})
+_U32 = "I" if array.array("I").itemsize == 4 else "L"
 
 
 def normalize_value(column: str, value: str) -> str:
@@ -95,57 +99,200 @@ def _pack_array(typecode: str, values: Iterable[Any]) -> bytes:
 
 
 def _encode_text(values: Sequence[str]) -> tuple[bytes, bytes, str]:
-    """UTF-8 blob and end offsets (``offsets[i]`` is where string i ends)."""
-    encoded = [v.encode("utf-8") for v in values]
-    data = b"".join(encoded)
-    ends: list[int] = []
-    total = 0
-    for item in encoded:
-        total += len(item)
-        ends.append(total)
-    code = "I" if total < 1 << 32 else "Q"
-    return data, _pack_array(code, ends), code
+    """UTF-8 blob and end offsets (``offsets[i]`` is where string i ends).
+
+    One join and one encode for the whole column; when it is ASCII (the usual case) the byte lengths are the
+    string lengths, so no per-value bytes object is made."""
+    joined = "".join(values)
+    if joined.isascii():
+        data = joined.encode("ascii")
+        lengths: Iterable[int] = map(len, values)
+    else:
+        encoded = list(map(str.encode, values))  # strict UTF-8, as before: lone surrogates raise
+        data = b"".join(encoded)
+        lengths = map(len, encoded)
+    code = "I" if len(data) < 1 << 32 else "Q"
+    return data, _pack_array(code, accumulate(lengths)), code
 
 
-def _dict_encode(values: Sequence[str]) -> tuple[list[str], list[int]]:
-    dictionary = sorted(set(values))
-    position = {v: i for i, v in enumerate(dictionary)}
-    return dictionary, [position[v] for v in values]
+class _Coded:
+    """A column as distinct ``keys`` and per-row ``codes`` (``column[row] == keys[codes[row]]``); ``codes`` is an
+    intp numpy array when numpy is present, else a list.
+
+    Everything the builder derives from a column's values (normalised index terms, filter hits, boost
+    multipliers) is computed once per distinct value and spread to the rows with C-level ``map`` calls or numpy
+    fancy indexing, never with a Python loop over the rows."""
+
+    __slots__ = ("keys", "codes", "_groups")
+
+    def __init__(self, keys: list[Any], codes: Any) -> None:
+        self.keys = keys
+        self.codes = codes
+        self._groups: list[Any] | None = None
+
+    @classmethod
+    def of(cls, values: Sequence[Hashable], *, ordered: bool = False, limit: int | None = None) -> _Coded | None:
+        """Code ``values`` (``keys`` sorted when ``ordered``, else in first-seen order), or None as soon as there
+        are more than ``limit`` distinct values (a mostly-unique column is given up on after about ``limit`` rows).
+
+        One hashing pass over the rows: ``first.setdefault(value, row)`` yields, per row, the row where its value
+        first occurs (the same int object for equal values); renumbering those into codes is a pass over ints."""
+        n = len(values)
+        step = max(n, 1) if limit is None else 1 << 16
+        if limit is not None and _more_distinct_than(values, limit, step):
+            return None
+        first: dict[Any, int] = {}
+        firsts: Any = [] if np is None else np.empty(n, dtype=np.intp)
+        for start in range(0, n, step):
+            stop = min(n, start + step)
+            found = map(first.setdefault, values[start:stop], range(start, stop))
+            if np is None:
+                firsts.extend(found)
+            else:
+                firsts[start:stop] = np.fromiter(found, dtype=np.intp, count=stop - start)
+            if limit is not None and len(first) > limit:
+                return None
+        keys = sorted(first) if ordered else list(first)
+        first_rows = list(map(first.__getitem__, keys))
+        if np is not None:
+            lookup = np.zeros(max(n, 1), dtype=np.intp)
+            lookup[np.array(first_rows, dtype=np.intp)] = np.arange(len(keys), dtype=np.intp)
+            return cls(keys, lookup[firsts])
+        rank = dict(zip(first_rows, range(len(keys)), strict=True))
+        return cls(keys, list(map(rank.__getitem__, firsts)))
+
+    def spread(self, per_key: Sequence[Any], dtype: Any = None) -> Any:
+        """``[per_key[code] for code in codes]``: a numpy array of ``dtype`` (numpy present) or a list."""
+        if np is not None:
+            return np.asarray(per_key, dtype=dtype)[self.codes]
+        return list(map(per_key.__getitem__, self.codes))
+
+    def packed(self, typecode: str) -> bytes:
+        """The codes as a little-endian array of ``typecode`` ("B", "H" or "I")."""
+        if np is not None:
+            return self.codes.astype({"B": "<u1", "H": "<u2", "I": "<u4"}[typecode]).tobytes()
+        return _pack_array(typecode, self.codes)
+
+    def rows(self, codes: Sequence[int]) -> array.array:
+        """The rows (ascending) whose code is one of ``codes``, as a uint32 array."""
+        groups = self._grouped()
+        if np is not None:
+            picked = groups[codes[0]] if len(codes) == 1 else np.sort(np.concatenate([groups[c] for c in codes]))
+            return array.array(_U32, picked.astype(np.uint32).tobytes())
+        if len(codes) == 1:
+            return array.array(_U32, groups[codes[0]])
+        return array.array(_U32, sorted(chain.from_iterable(map(groups.__getitem__, codes))))
+
+    def _grouped(self) -> list[Any]:
+        """The rows of each key, ascending: slices of a stable argsort (numpy), else one C-level pass of
+        ``groups[codes[row]].append(row)``."""
+        if self._groups is None:
+            k = len(self.keys)
+            if np is not None:
+                small = np.uint8 if k <= 1 << 8 else np.uint16 if k <= 1 << 16 else np.intp
+                order = np.argsort(self.codes.astype(small), kind="stable")  # a radix sort for small codes
+                ends = np.cumsum(np.bincount(self.codes, minlength=k)).tolist()
+                self._groups = [order[start:end] for start, end in zip([0, *ends[:-1]], ends, strict=True)]
+            else:
+                groups: list[list[int]] = [[] for _ in range(k)]
+                deque(map(list.append, map(groups.__getitem__, self.codes), range(len(self.codes))), maxlen=0)
+                self._groups = groups
+        return self._groups
 
 
-def _inverted_index(
-    column: str, per_row: Sequence[Iterable[str]], blob: _Blob
-) -> dict[str, Any]:
-    value_to_rows: dict[str, list[int]] = {}
-    for row, values in enumerate(per_row):
-        for value in values:
-            value_to_rows.setdefault(value, []).append(row)
-    keys = sorted(value_to_rows)
+def _more_distinct_than(values: Sequence[Hashable], limit: int, step: int) -> bool:
+    """True when ``values`` certainly has more than ``limit`` distinct values, found cheaply: a column whose first
+    ``step`` rows are (nearly) all distinct (URLs, ids) is counted with a plain set, which stops as soon as the
+    limit is passed; any other column answers False here and is counted while it is coded."""
+    seen = set(values[:step])
+    if len(seen) < 0.95 * min(step, len(values)):
+        return False
+    for start in range(step, len(values), step):
+        if len(seen) > limit:
+            return True
+        seen.update(values[start : start + step])
+    return len(seen) > limit
+
+
+def _index_terms(column: str, coded: _Coded, multi: bool) -> list[tuple[str, ...]]:
+    """The normalised index terms of each distinct value of an indexed column (what a product is indexed
+    under): a multi-valued column's sorted unique values or ``("*",)`` when empty, a text column's value or
+    nothing when blank."""
+    if multi:
+        return [tuple(sorted({normalize_value(column, v) for v in values})) or (EVERYWHERE,) for values in coded.keys]
+    return [(normalize_value(column, v),) if v.strip() else () for v in coded.keys]
+
+
+def _inverted_index(coded: _Coded, terms: Sequence[tuple[str, ...]], blob: _Blob) -> dict[str, Any]:
+    codes_of: dict[str, list[int]] = {}
+    for code, key_terms in enumerate(terms):
+        for term in key_terms:
+            codes_of.setdefault(term, []).append(code)
+    keys = sorted(codes_of)
     return {
         "values": keys,
-        "bitmaps": [blob.add(bitmap.serialize(bitmap.from_sorted(value_to_rows[k]))) for k in keys],
+        "bitmaps": [blob.add(bitmap.serialize(bitmap.from_sorted(coded.rows(codes_of[k])))) for k in keys],
     }
 
 
-def _rows_of_index(column: str, catalog: Any) -> list[tuple[str, ...]] | None:
-    """The normalised values per product of an indexed column, or None if the catalog has no such column."""
-    if column in catalog.multi:
-        return [
-            tuple(sorted({normalize_value(column, v) for v in values})) or (EVERYWHERE,)
-            for values in catalog.multi[column]
-        ]
-    if column in catalog.text:
-        return [(normalize_value(column, v),) if v.strip() else () for v in catalog.text[column]]
-    return None
+class _Rows:
+    """Per-row booleans and float64 products over the catalog: numpy arrays when numpy is present, else lists.
+
+    Both paths do the same IEEE operations in the same order (one multiplication per boost and row), so the
+    float32 boosts they pack are byte-identical."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.keep: Any = np.ones(n, dtype=bool) if np is not None else [True] * n
+        self.boosts: Any = np.ones(n, dtype=np.float64) if np is not None else [1.0] * n
+
+    def drop_unless(self, hit: Any, exclude: bool) -> None:
+        """Keep a row only when its ``hit`` differs from ``exclude`` (``hit == exclude`` drops it)."""
+        if np is not None:
+            self.keep &= np.asarray(hit, dtype=bool) != exclude
+        elif exclude:
+            self.keep = list(map(operator.and_, self.keep, map(operator.not_, hit)))
+        else:
+            self.keep = list(map(operator.and_, self.keep, map(bool, hit)))
+
+    def multiply(self, factors: Any) -> None:
+        """``boosts[row] *= factors[row]`` (a factor of 1.0 leaves a row unchanged, bit for bit)."""
+        if np is not None:
+            self.boosts *= np.asarray(factors, dtype=np.float64)
+        else:
+            self.boosts = list(map(operator.mul, self.boosts, factors))
+
+    def multiply_where(self, mask: Any, factor: float) -> None:
+        if np is not None:
+            self.boosts[np.asarray(mask, dtype=bool)] *= factor
+        else:
+            self.boosts = [b * factor if m else b for b, m in zip(self.boosts, mask, strict=True)]
+
+    def inside(self, values: Sequence[float], lo: float, hi: float) -> Any:
+        """``lo <= value <= hi`` per row (False for NaN)."""
+        if np is not None:
+            arr = np.asarray(values, dtype=np.float64)
+            return (lo <= arr) & (arr <= hi)
+        return [lo <= v <= hi for v in values]
+
+    def eligible(self) -> array.array:
+        if np is not None:
+            return array.array(_U32, np.flatnonzero(self.keep).astype(np.uint32).tobytes())
+        return array.array(_U32, compress(range(self.n), self.keep))
+
+    def packed_boosts(self) -> bytes:
+        if np is not None:
+            return np.asarray(self.boosts, dtype="<f4").tobytes()
+        return _pack_array("f", self.boosts)
 
 
 def _static_selection(
-    selection: ProductSelection, catalog: Any, index_rows: Mapping[str, list[tuple[str, ...]]], path: str
-) -> tuple[list[int], list[float]]:
-    """Products passing the request-independent filters, and the product of request-independent boosts."""
+    selection: ProductSelection, catalog: Any, coded: _CodedColumns, indexed: Iterable[str], path: str
+) -> tuple[array.array, bytes]:
+    """Products passing the request-independent filters, and the product of request-independent boosts (packed
+    float32)."""
     n = len(catalog)
-    keep = [True] * n
-    boosts = [1.0] * n
+    rows = _Rows(n)
     for i, flt in enumerate(selection.filters):
         if flt.source is not None:
             continue
@@ -156,30 +303,23 @@ def _static_selection(
                 raise ConfigError(f"{where}.column", f'"{flt.column}" is not a numeric feed column')
             lo = -math.inf if flt.min is None else flt.min
             hi = math.inf if flt.max is None else flt.max
-            for row, value in enumerate(column):
-                inside = lo <= value <= hi
-                if inside == flt.exclude:
-                    keep[row] = False
+            rows.drop_unless(rows.inside(column, lo, hi), flt.exclude)
             continue
-        rows = index_rows.get(flt.column)
-        if rows is None:
+        index = coded.index(flt.column) if flt.column in indexed else None
+        if index is None:
             raise ConfigError(f"{where}.column", f'"{flt.column}" is not an indexed feed column')
+        values, terms = index
         accepted = {normalize_value(flt.column, v) for v in flt.values}
         if flt.column in catalog.multi:
             accepted.add(EVERYWHERE)
-        for row, values in enumerate(rows):
-            hit = any(v in accepted for v in values)
-            if hit == flt.exclude:
-                keep[row] = False
+        hit_of_key = [any(v in accepted for v in key_terms) for key_terms in terms]
+        rows.drop_unless(values.spread(hit_of_key, bool), flt.exclude)
     for i, boost in enumerate(selection.boosts):
         if not boost.is_static:
             continue
         where = f"{path}.boosts[{i}]"
         if boost.scale:
-            multipliers = _scale_values(catalog, boost.column, where)
-            for row, value in enumerate(multipliers):
-                if value != 1.0:
-                    boosts[row] *= value**boost.factor
+            rows.multiply(_scale_factors(catalog, coded, boost.column, boost.factor, where))
             continue
         if boost.min is not None or boost.max is not None:
             column = catalog.numeric.get(boost.column)
@@ -187,36 +327,86 @@ def _static_selection(
                 raise ConfigError(f"{where}.column", f'"{boost.column}" is not a numeric feed column')
             lo = -math.inf if boost.min is None else boost.min
             hi = math.inf if boost.max is None else boost.max
-            for row, value in enumerate(column):
-                if lo <= value <= hi:
-                    boosts[row] *= boost.factor
+            rows.multiply_where(rows.inside(column, lo, hi), boost.factor)
             continue
-        texts = catalog.text.get(boost.column)
+        texts = coded.text(boost.column)
         if texts is None:
             raise ConfigError(f"{where}.column", f'"{boost.column}" is not a feed column')
         accepted = {normalize_value(boost.column, v) for v in boost.values}
-        for row, value in enumerate(texts):
-            if normalize_value(boost.column, value) in accepted:
-                boosts[row] *= boost.factor
-    return [row for row in range(n) if keep[row]], boosts
+        factor_of_key = [boost.factor if normalize_value(boost.column, v) in accepted else 1.0 for v in texts.keys]
+        rows.multiply(texts.spread(factor_of_key, float))
+    return rows.eligible(), rows.packed_boosts()
 
 
-def _scale_values(catalog: Any, column: str, where: str) -> list[float]:
-    """Per-product multipliers of a ``scale`` boost; anything not a finite non-negative number counts as 1."""
+def _scale_multiplier(value: Any) -> float:
+    """A ``scale`` boost's multiplier for one value: anything not a finite non-negative number counts as 1."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = 1.0
+    return number if math.isfinite(number) and number >= 0 else 1.0
+
+
+def _scale_factors(catalog: Any, coded: _CodedColumns, column: str, factor: float, where: str) -> Any:
+    """Per-product ``multiplier ** factor`` of a ``scale`` boost (1.0 where the multiplier is 1). The power is
+    taken in Python (per distinct value for a text column), never by numpy, so both paths agree to the bit."""
+
+    def power(value: Any) -> float:
+        multiplier = _scale_multiplier(value)
+        return multiplier**factor if multiplier != 1.0 else 1.0
+
     if column in catalog.numeric:
-        raw: Sequence[Any] = catalog.numeric[column]
-    elif column in catalog.text:
-        raw = catalog.text[column]
-    else:
+        return list(map(power, catalog.numeric[column]))
+    texts = coded.text(column)
+    if texts is None:
         raise ConfigError(f"{where}.column", f'"{column}" is not a column of the feed')
-    out = []
-    for value in raw:
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            number = 1.0
-        out.append(number if math.isfinite(number) and number >= 0 else 1.0)
-    return out
+    return texts.spread(list(map(power, texts.keys)), float)
+
+
+class _CodedColumns:
+    """Lazily coded catalog columns, shared by the stored columns, the indexes and the selections."""
+
+    def __init__(self, catalog: Any) -> None:
+        self.catalog = catalog
+        self._text: dict[str, _Coded] = {}
+        self._index: dict[str, tuple[_Coded, list[tuple[str, ...]]]] = {}
+
+    def dictionary(self, column: str, limit: int) -> _Coded | None:
+        """A text column coded with sorted keys (its dictionary encoding), or None when it has more than
+        ``limit`` distinct values."""
+        coded = _Coded.of(self.catalog.text[column], ordered=True, limit=limit)
+        if coded is not None:
+            self._text[column] = coded
+        return coded
+
+    def text(self, column: str) -> _Coded | None:
+        """A text column coded, or None if the catalog has no such text column."""
+        coded = self._text.get(column)
+        if coded is None:
+            values = self.catalog.text.get(column)
+            if values is None:
+                return None
+            coded = self._text[column] = _all_coded(values)
+        return coded
+
+    def index(self, column: str) -> tuple[_Coded, list[tuple[str, ...]]] | None:
+        """An indexed column's coding and the normalised terms of each of its keys, or None if the catalog has no
+        such column (a multi-valued column wins over a text column of the same name)."""
+        found = self._index.get(column)
+        if found is not None:
+            return found
+        multi = column in self.catalog.multi
+        coded = _all_coded(self.catalog.multi[column]) if multi else self.text(column)
+        if coded is None:
+            return None
+        found = self._index[column] = (coded, _index_terms(column, coded, multi=multi))
+        return found
+
+
+def _all_coded(values: Sequence[Hashable]) -> _Coded:
+    coded = _Coded.of(values)
+    assert coded is not None  # no limit: always coded
+    return coded
 
 
 def _check_selection_columns(selection: ProductSelection, catalog: Any, indexed: Iterable[str], path: str) -> None:
@@ -255,7 +445,10 @@ def build_snapshot(
 
     ``campaign_data`` is the config as loaded from JSON/YAML (kept in the snapshot and re-validated on load);
     ``catalog`` is a :class:`dco.feed.Catalog`. Nothing here reads a clock: ``built_at`` (unix seconds) is
-    recorded only when given, so the same inputs always give the same bytes.
+    recorded only when given, so the same inputs always give the same bytes (with or without numpy).
+
+    Work per row is C-level (``map``, ``join``, numpy when present); anything that needs Python code per value
+    (normalising, parsing, matching) runs once per distinct value of a column.
     """
     from dco.config import campaign_from_dict
     from dco.targeting import compile_targeting
@@ -265,6 +458,7 @@ def build_snapshot(
         campaign = campaign_from_dict(campaign_data)
     blob = _Blob()
     n = len(catalog)
+    coded = _CodedColumns(catalog)
 
     # Columns: the ones decisions and templates read, the campaign's feed.keep and the columns its product
     # selections use (precomputed into bitmaps and boosts, but kept for inspection and request boosts).
@@ -274,18 +468,16 @@ def build_snapshot(
             wanted.update(f.column for f in creative.products.filters)
             wanted.update(b.column for b in creative.products.boosts)
     columns: dict[str, Any] = {}
-    ids = list(catalog.ids)
-    data, ends, code = _encode_text(ids)
+    data, ends, code = _encode_text(catalog.ids)
     columns["id"] = {"kind": "text", "data": blob.add(data), "ends": blob.add(ends), "type": code}
     for name in sorted(catalog.text):
         if name not in wanted:
             continue
         values = catalog.text[name]
-        distinct = len(set(values))
-        if n and distinct <= max(1, int(n * DICT_MAX_SHARE)):
-            dictionary, codes = _dict_encode(values)
-            tc = _uint_code(max(len(dictionary) - 1, 0))
-            columns[name] = {"kind": "dict", "values": dictionary, "codes": blob.add(_pack_array(tc, codes)), "type": tc}
+        encoded = coded.dictionary(name, max(1, int(n * DICT_MAX_SHARE))) if n else None
+        if encoded is not None:
+            tc = _uint_code(max(len(encoded.keys) - 1, 0))
+            columns[name] = {"kind": "dict", "values": encoded.keys, "codes": blob.add(encoded.packed(tc)), "type": tc}
         else:
             data, ends, code = _encode_text(values)
             columns[name] = {"kind": "text", "data": blob.add(data), "ends": blob.add(ends), "type": code}
@@ -296,18 +488,17 @@ def build_snapshot(
     for name in sorted(catalog.multi):
         if name in columns or name not in wanted:
             continue
-        joined = [" ".join(v) for v in catalog.multi[name]]
-        data, ends, code = _encode_text(joined)
+        data, ends, code = _encode_text(list(map(" ".join, catalog.multi[name])))
         columns[name] = {"kind": "list", "data": blob.add(data), "ends": blob.add(ends), "type": code}
 
     # Inverted indexes.
-    index_rows: dict[str, list[tuple[str, ...]]] = {}
     for i, column in enumerate(campaign.feed.indexes):
-        rows = _rows_of_index(column, catalog)
-        if rows is None:
+        if coded.index(column) is None:
             raise ConfigError(f"feed.indexes[{i}]", f'"{column}" is not a column of the feed')
-        index_rows[column] = rows
-    indexes = {column: _inverted_index(column, index_rows[column], blob) for column in sorted(index_rows)}
+    indexes = {}
+    for column in sorted(set(campaign.feed.indexes)):
+        index_coded, terms = coded.index(column)  # type: ignore[misc]
+        indexes[column] = _inverted_index(index_coded, terms, blob)
 
     # Per-creative precomputation: static eligibility and static boosts.
     creatives: dict[str, Any] = {}
@@ -318,10 +509,10 @@ def build_snapshot(
             continue
         path = f"creatives[{position.get(cid, cid)}].products"
         _check_selection_columns(creative.products, catalog, campaign.feed.indexes, path)
-        eligible, boosts = _static_selection(creative.products, catalog, index_rows, path)
+        eligible, boosts = _static_selection(creative.products, catalog, coded, campaign.feed.indexes, path)
         creatives[cid] = {
             "eligible": blob.add(bitmap.serialize(bitmap.from_sorted(eligible))),
-            "boosts": blob.add(_pack_array("f", boosts)),
+            "boosts": blob.add(boosts),
             "eligible_count": len(eligible),
         }
 
@@ -339,10 +530,23 @@ def build_snapshot(
         "catalog": {"rows": n, "columns": columns, "indexes": indexes, "creatives": creatives},
     }
     meta_bytes = msgpack.packb(meta, use_bin_type=True)
-    data_bytes = blob.getvalue()
     digest = hashlib.sha256(meta_bytes)
-    digest.update(data_bytes)
-    return msgpack.packb([MAGIC, FORMAT_VERSION, digest.digest(), meta_bytes, data_bytes], use_bin_type=True)
+    for part in blob.parts:
+        digest.update(part)
+    # The envelope msgpack would write for [MAGIC, FORMAT_VERSION, digest, meta, data], assembled around the
+    # blob's parts so the (large) data is copied once, into the result.
+    head = b"\x95" + msgpack.packb(MAGIC) + msgpack.packb(FORMAT_VERSION)
+    head += msgpack.packb(digest.digest(), use_bin_type=True) + msgpack.packb(meta_bytes, use_bin_type=True)
+    return b"".join([head, _bin_header(blob.size), *blob.parts])
+
+
+def _bin_header(size: int) -> bytes:
+    """The msgpack header of a bin object of ``size`` bytes (bin 8, 16 or 32, the shortest that fits)."""
+    if size < 1 << 8:
+        return b"\xc4" + size.to_bytes(1, "big")
+    if size < 1 << 16:
+        return b"\xc5" + size.to_bytes(2, "big")
+    return b"\xc6" + size.to_bytes(4, "big")
 
 
 # ---------------------------------------------------------------------------------------------------- loading
