@@ -417,6 +417,7 @@ def simulate(
 
     counters: dict[str, list[float]] = {}
     by_bucket: dict[int, list[str]] = {}
+    by_arm_bucket: dict[int, list[str]] = {}
     key_memo: dict[tuple[Any, ...], list[str]] = {}
     batch: dict[tuple[Any, ...], list[int]] = {}
     seconds_per_impression = 86400.0 / scenario.impressions_per_day
@@ -452,7 +453,8 @@ def simulate(
                 if row is None:
                     row = counters[key] = [0, 0, 0, 0.0]
                     if learning.BUCKET_SUFFIX in key:
-                        by_bucket.setdefault(int(key.rpartition(learning.BUCKET_SUFFIX)[2]), []).append(key)
+                        bucket = int(key.rpartition(learning.BUCKET_SUFFIX)[2])
+                        (by_arm_bucket if key.startswith("arm:") else by_bucket).setdefault(bucket, []).append(key)
                 row[0] += imps
                 row[1] += clicks
         batch.clear()
@@ -460,6 +462,11 @@ def simulate(
         oldest = epoch_time // params.bucket_s - params.buckets + 1
         for bucket in [b for b in by_bucket if b < oldest]:
             for key in by_bucket.pop(bucket):
+                del counters[key]
+        # and the newest `arm_buckets` of the time-bucketed combination counters (the short-memory fit)
+        oldest = epoch_time // params.bucket_s - params.arm_buckets + 1
+        for bucket in [b for b in by_arm_bucket if b < oldest]:
+            for key in by_arm_bucket.pop(bucket):
                 del counters[key]
         obj = learning.stats_object(counters, campaign=campaign_id, updated_at=epoch_time)
         table = StatsTable.from_object(obj)
@@ -615,6 +622,14 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             fields["exploration"] = args.exploration
         if args.partner_strength is not None:
             fields["partner_strength"] = args.partner_strength
+        if args.pair_strength is not None:
+            fields["pair_strength"] = args.pair_strength
+        if args.lookahead_strength is not None:
+            fields["lookahead_strength"] = args.lookahead_strength
+        if args.arm_buckets is not None:
+            fields["arm_buckets"] = args.arm_buckets
+        if args.arm_half_life_days is not None:
+            fields["arm_half_life_s"] = args.arm_half_life_days * 86400.0
         if args.dims is not None:
             fields["dims"] = tuple(d for d in args.dims.split(",") if d)
         params = LearningParams(**{**DEFAULT_PARAMS.__dict__, **fields})
@@ -651,6 +666,14 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--exploration", type=float, default=None, help="posterior spread of the draws (1 = Thompson)")
     p.add_argument("--partner-strength", type=float, default=None,
                    help="prior strength of the partner-adjusted combination fit (0: component counts only)")
+    p.add_argument("--pair-strength", type=float, default=None,
+                   help="prior strength of the pair residuals given the slots already chosen (0: off)")
+    p.add_argument("--lookahead-strength", type=float, default=None,
+                   help="prior strength of the pair residuals an earlier slot looks ahead with (0: off)")
+    p.add_argument("--arm-buckets", type=int, default=None,
+                   help="time buckets of combination counters the short-memory fit reads after a change")
+    p.add_argument("--arm-half-life-days", type=float, default=None,
+                   help="half-life of the short-memory combination fit after a change")
     p.add_argument("--dims", default=None, help="context dimensions the model conditions on (default region,device)")
     p.add_argument("--with-products", action="store_true", help="keep the creative's product selection")
     p.add_argument("--log-out", help="write the decision log (logged-bandit CSV for `dco evaluate`)")

@@ -39,6 +39,10 @@ def test_counter_keys_add_time_buckets_and_keep_holdout_out_of_components():
     keys = counter_keys(arm="cr|h1", creative="cr", variants=["headline=h1"], context={"region": "pnw"},
                         now_s=3 * 86400 + 5, bucket_s=86400)
     assert "comp:cr|headline=h1#e3" in keys and "comp:cr|headline=h1@region=pnw#e3" in keys
+    # the per-region combination counter gets one time-bucketed copy (the short-memory fit after a change)
+    assert "arm:cr|h1@region=pnw#e3" in keys
+    assert len(keys) == len(counter_keys(arm="cr|h1", creative="cr", variants=["headline=h1"],
+                                         context={"region": "pnw"})) + 3
     held = counter_keys(arm="cr|h1", creative="cr", variants=["headline=h1"], context={"region": "pnw"},
                         holdout=True, now_s=0)
     assert held == ["arm:cr|h1", "arm:cr", "split:holdout"]
@@ -262,3 +266,122 @@ def test_a_slot_whose_recent_clicks_miss_the_fit_is_drifted():
 
     assert not drifted(60)  # 3 % as the fit says
     assert drifted(10)  # a sixth of it: the world changed
+
+
+# ------------------------------------------------------------------------------- short memory, pairs
+
+
+def _drift_stats():
+    # GIVEN headline x was three times y for a long time, and in the newest bucket y is three times x
+    arms = {
+        "cr|x.p@region=pnw": [20000, 900, 0, 0.0], "cr|y.p@region=pnw": [20000, 400, 0, 0.0],
+        "cr|x.p@region=pnw#e5": [1000, 10, 0, 0.0], "cr|y.p@region=pnw#e5": [1000, 30, 0, 0.0],
+        "cr|x.p@region=pnw#e1": [5000, 900, 0, 0.0],  # outside the newest arm_buckets: ignored
+    }
+    components = {
+        "cr|headline=x": [20000, 900, 0, 0.0], "cr|headline=x@region=pnw": [20000, 900, 0, 0.0],
+        "cr|headline=y": [20000, 400, 0, 0.0], "cr|headline=y@region=pnw": [20000, 400, 0, 0.0],
+        "cr|headline=x@region=pnw#e5": [1000, 10, 0, 0.0], "cr|headline=y@region=pnw#e5": [1000, 30, 0, 0.0],
+        "cr|headline=x#e5": [1000, 10, 0, 0.0], "cr|headline=y#e5": [1000, 30, 0, 0.0],
+        "cr|cta=p": [40000, 1300, 0, 0.0], "cr|cta=p@region=pnw": [40000, 1300, 0, 0.0],
+        "cr|cta=p@region=pnw#e5": [2000, 40, 0, 0.0], "cr|cta=p#e5": [2000, 40, 0, 0.0],
+    }
+    return _table(components, arms=arms)
+
+
+def test_recent_fit_reads_only_the_newest_bucketed_combination_counters():
+    stats = _drift_stats()
+    params = LearningParams(dims=("region",), arm_buckets=4)
+    full = learning._fits(stats, "cr", "click", params)
+    recent = learning._fits(stats, "cr", "click", params, recent=True)
+    assert set(full) == {None, "pnw"} and set(recent) == {None, "pnw"}  # no "pnw#e5" fit
+    assert full["pnw"].effect[0]["x"] > 2 * full["pnw"].effect[0]["y"]
+    # bucket 1 is 4 buckets older than the newest (5): outside arm_buckets, so only bucket 5 counts
+    assert recent["pnw"].effect[0]["y"] / recent["pnw"].effect[0]["x"] == pytest.approx(32 / 12, rel=0.05)
+
+
+def test_a_drifted_slot_is_scored_from_the_recent_combination_fit():
+    stats = _drift_stats()
+    params = LearningParams(dims=("region",), recent_buckets=1, arm_buckets=4)
+    ctx = (("region", "pnw"),)
+    located = learning._locate_fit(stats, "cr", ["x", "y"], ctx, "click", params)
+    assert learning._drifted(stats, "cr", "headline", ["x", "y"], ctx, "click", params, located)
+    s, n = slot_counts(stats, "cr", "headline", ["x", "y"], {"geo.region": "pnw"}, "click", params)
+    # THEN y leads (the new world), with the recent fit's evidence (about 12 and 32 pseudo-successes)
+    assert s[1] / n[1] > 2 * s[0] / n[0]
+    assert s[1] == pytest.approx(32, rel=0.1)
+
+
+def test_a_change_stays_detected_while_its_window_is_in_the_short_memory():
+    # GIVEN the old winner x failed in buckets 3-4 and is no longer served in the newest two (5-6)
+    arms = {"cr|x.p@region=pnw": [20000, 900, 0, 0.0], "cr|y.p@region=pnw": [20000, 400, 0, 0.0]}
+    comps = {
+        "cr|headline=x": [22000, 920, 0, 0.0], "cr|headline=y": [22000, 460, 0, 0.0],
+        "cr|cta=p": [44000, 1380, 0, 0.0],
+        "cr|headline=x@region=pnw#e3": [2000, 20, 0, 0.0], "cr|headline=y@region=pnw#e6": [2000, 60, 0, 0.0],
+        "cr|headline=x#e3": [2000, 20, 0, 0.0], "cr|headline=y#e6": [2000, 60, 0, 0.0],
+    }
+    stats = _table(comps, arms=arms)
+    ctx = (("region", "pnw"),)
+
+    def drifted(arm_buckets: int) -> bool:
+        params = LearningParams(dims=("region",), recent_buckets=2, arm_buckets=arm_buckets)
+        located = learning._locate_fit(stats, "cr", ["x", "y"], ctx, "click", params)
+        return learning._drifted(stats, "cr", "headline", ["x", "y"], ctx, "click", params, located)
+
+    assert drifted(4)  # y beats its fit in 5-6, and x failed in 3-4
+    comps["cr|headline=y@region=pnw#e6"] = [2000, 40, 0, 0.0]  # y as the fit says in the newest window
+    stats = _table(comps, arms=arms)
+    assert drifted(4)  # the failure of x two buckets ago still counts
+    assert not drifted(2)  # a short memory of one window only sees the newest
+
+
+def _pair_stats():
+    # GIVEN a pure interaction: x goes with p, y with q (each pair 3 times the crossed ones), all served evenly
+    arms = {
+        "cr|x.p@region=pnw": [10000, 600, 0, 0.0], "cr|x.q@region=pnw": [10000, 200, 0, 0.0],
+        "cr|y.p@region=pnw": [10000, 200, 0, 0.0], "cr|y.q@region=pnw": [10000, 600, 0, 0.0],
+    }
+    comps = {f"cr|{slot}={v}": [20000, 800, 0, 0.0] for slot, vs in (("headline", "xy"), ("cta", "pq")) for v in vs}
+    return _table(comps, arms=arms)
+
+
+def test_chosen_partners_move_a_slot_by_the_pair_residual():
+    stats = _pair_stats()
+    params = LearningParams(dims=("region",), pair_strength=5.0)
+    sig = {"geo.region": "pnw"}
+
+    def ratio(chosen: tuple[str, ...]) -> float:
+        s, n = slot_counts(stats, "cr", "cta", ["p", "q"], sig, "click", params, chosen)
+        return (s[0] / n[0]) / (s[1] / n[1])
+
+    assert ratio(()) == pytest.approx(1.0, abs=0.02)  # on average p and q are equal
+    assert ratio(("x",)) == pytest.approx(3.0, rel=0.05)  # next to x, p earns three times q
+    assert ratio(("y",)) == pytest.approx(1 / 3, rel=0.05)
+    off = LearningParams(dims=("region",), pair_strength=0.0)
+    s, n = slot_counts(stats, "cr", "cta", ["p", "q"], sig, "click", off, ("x",))
+    assert (s[0] / n[0]) / (s[1] / n[1]) == pytest.approx(1.0, abs=0.02)
+    # the draw tables are kept per set of chosen partners
+    a = choose_variant(stats, "cr", "cta", ["p", "q"], sig, "click", make_rng(1), params=params, chosen=("x",))
+    b = choose_variant(stats, "cr", "cta", ["p", "q"], sig, "click", make_rng(1), params=params, chosen=("y",))
+    assert (a.index, b.index) == (0, 1)
+
+
+def test_an_earlier_slot_looks_ahead_to_its_best_completion():
+    # GIVEN x is ordinary with any CTA; y is poor on average but y.q is the best pair of all
+    arms = {
+        "cr|x.p@region=pnw": [10000, 400, 0, 0.0], "cr|x.q@region=pnw": [10000, 400, 0, 0.0],
+        "cr|y.p@region=pnw": [10000, 100, 0, 0.0], "cr|y.q@region=pnw": [10000, 600, 0, 0.0],
+    }
+    comps = {"cr|headline=x": [20000, 800, 0, 0.0], "cr|headline=y": [20000, 700, 0, 0.0],
+             "cr|cta=p": [20000, 500, 0, 0.0], "cr|cta=q": [20000, 1000, 0, 0.0]}
+    stats = _table(comps, arms=arms)
+    sig = {"geo.region": "pnw"}
+
+    def ratio(k: float) -> float:
+        params = LearningParams(dims=("region",), lookahead_strength=k)
+        s, n = slot_counts(stats, "cr", "headline", ["x", "y"], sig, "click", params)
+        return (s[1] / n[1]) / (s[0] / n[0])
+
+    assert ratio(0.0) < 1.0  # per-slot effects: x ahead
+    assert ratio(10.0) > 1.2  # with its best CTA, y is ahead (600 against 400 clicks)

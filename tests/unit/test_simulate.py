@@ -9,6 +9,7 @@ import pytest
 # The simulator and the report are developer tools built on numpy (and matplotlib); the pure-Python pass
 # (--pure-python) covers the runtime core only, and these tests run in the accelerated pass.
 np = pytest.importorskip("numpy", reason="developer tool needing numpy; covered by the accelerated run")
+from dco.learning import LearningParams  # noqa: E402
 from dco_local.evaluate import estimate, read_log  # noqa: E402
 from dco_local.simulate import ScenarioError, Truth, load_scenario, scenario_from_dict, simulate  # noqa: E402
 
@@ -106,3 +107,14 @@ def test_random_policy_matches_random_ctr():
     s = simulate(scenario_from_dict(dict(TINY, drift=[])), "random", impressions=20000, seed=1).summary
     se = math.sqrt(s["random_ctr"] / s["steered_impressions"])
     assert abs(s["ctr"] - s["random_ctr"]) < 4 * se
+
+
+def test_published_stats_carry_the_newest_combination_buckets_only():
+    # GIVEN a run over several simulated days
+    scenario = scenario_from_dict({**TINY, "impressions_per_day": 500})
+    params = LearningParams(arm_buckets=2)
+    obj = simulate(scenario, "dco", impressions=3000, seed=1, params=params).stats_object
+    buckets = {int(k.rpartition("#e")[2]) for k in obj["arms"] if "#e" in k}
+    comp_buckets = {int(k.rpartition("#e")[2]) for k in obj["components"] if "#e" in k}
+    # THEN the combination counters keep two buckets, the component counters more
+    assert len(buckets) == 2 and max(buckets) == max(comp_buckets) and len(comp_buckets) > 2

@@ -456,7 +456,9 @@ class Engine:
         Slots are filled in config order; for each slot the variants are ranked (sampled value for algo, a
         uniform shuffle otherwise) and the best one not excluded by an earlier pick wins. For algo each slot is
         one :func:`dco.learning.choose_variant` step (component model with context back-off, per-refresh draw
-        tables). The propensity is the product of the per-slot choice probabilities (exact for both).
+        tables), given the variants already chosen for the earlier slots (``chosen``: pairwise corrections from
+        the combination counters). The propensity is the product of the per-slot choice probabilities (exact
+        for both).
         """
         from dco.targeting import rules_match
 
@@ -486,6 +488,7 @@ class Engine:
                 choice = learning.choose_variant(
                     stats, creative.id, slot, _ids(eligible), signals, self.campaign.objective, rng,
                     prior=self.campaign.prior, params=self.learning_params, explain=trace is not None,
+                    chosen=tuple(v for _, v in chosen),
                 )
             else:
                 choice = bandit.uniform(len(eligible), rng)

@@ -16,6 +16,8 @@ Counter keys (the ``pk`` suffix in the Counters table, see docs/storage.md)::
 
     arm:<arm key>                                   e.g. arm:cr-retail|h01.img07.c02.o01, arm:cr-product|SKU-1
     arm:<arm key>@region=<value>                    the arm within one region (non-holdout traffic)
+    arm:<arm key>@region=<value>#e<bucket>          the same within time bucket ``now_s // bucket_s`` (when the
+                                                    caller passes now_s): the short-memory fit after a change
     arm:<creative id>                               the creative-level arm (dynamic/assembled only)
     comp:<creative>|<slot>=<variant>                one component variant, all traffic
     comp:<creative>|<slot>=<variant>@<dim>=<value>  one component variant within one context value
@@ -27,7 +29,8 @@ The stats object publish-stats writes maps them back: ``arms`` (``arm:`` keys wi
 ``components`` (``comp:`` keys without the prefix) and ``splits`` (``split:`` keys without the prefix), each
 value ``[impressions, clicks, conversions, value]``. Publish-stats should carry only the newest
 :attr:`LearningParams.buckets` time buckets of ``comp:...#e`` keys (older ones weigh little and only grow the
-object); :func:`slot_counts` ignores older buckets anyway.
+object), and only the newest :attr:`LearningParams.arm_buckets` buckets of ``arm:...@region=...#e`` keys;
+:func:`slot_counts` ignores older buckets anyway.
 
 The component model (docs/learning.md has the reasoning and the figures). For a variant ``v`` of a slot, in a
 request whose context is ``{region: pnw, device: mobile}``:
@@ -39,6 +42,11 @@ request whose context is ``{region: pnw, device: mobile}``:
    quality (a variant served late, next to the partners the optimizer has learned to pick, looks better than
    one explored early next to random partners) and lock the slots into each other's early picks. The
    variant's rate is ``mu * mean partner effect * f_v`` with ``S_v + k_p`` pseudo-successes.
+   Pairs (:func:`_partner_counts`): given the variants already chosen for the earlier slots (``chosen``), the
+   rate is multiplied by each pair's residual under the fit, ``(S_uv + pair_strength) / (E_uv +
+   pair_strength)``; a slot whose later slots are not chosen yet looks ahead: times its best completion at
+   each of them against the best completion in general (residuals shrunk with ``lookahead_strength``), so a
+   variant that only shines next to one partner (an interaction) is not lost on its own average.
 2. The other context values (device): a shift ``(1 - share_v,d) * log(RR_v,d / RR_slot,d)`` in log-odds, with
    ``RR`` the Mantel-Haenszel rate ratio in ``d`` against elsewhere, compared within each time bucket (the
    same reason: a variant served on one device mostly late would look made for it), shrunk toward the slot's
@@ -54,13 +62,15 @@ request whose context is ``{region: pnw, device: mobile}``:
        n       = min_d (N_v,d + k)                                the least-informed value sets the spread
        (successes, trials) = (p n, n)
 
-Drift: a slot changed in a context when, over the newest ``recent_buckets`` time buckets, a variant's clicks
-miss what the fit predicts for its impressions there (given the partners served in the same buckets) by more
-than ``change_z`` Poisson standard errors and ``change_ratio`` of the prediction (:func:`_value_drifted`);
-without a fit, when any of its counters fails a two-proportion test of recent against older rates. A changed
-slot forgets: every variant of it takes the time-discounted counts ``sum_b 0.5 ** (age_b * bucket_s /
-half_life_s) * count_b`` of the back-off model, and is sampled with plain Thompson (``exploration`` 1).
-Stable slots keep the whole history and sample from posteriors with the counts scaled by ``1 / exploration``.
+Drift: a slot changed in a context when, in any window of ``recent_buckets`` time buckets within the newest
+``arm_buckets``, a variant's clicks miss what the fit predicts for its impressions there (given the partners
+served in the same buckets) by more than ``change_z`` Poisson standard errors and ``change_ratio`` of the
+prediction (:func:`_value_drifted`); without a fit, when any of its counters fails a two-proportion test of
+recent against older rates. A changed slot forgets: it is scored from the short-memory fit (the same backfit
+on the time-bucketed combination counters, weighted ``0.5 ** (age_b * bucket_s / arm_half_life_s)``), and its
+back-off and context shifts take the time-discounted component counts ``sum_b 0.5 ** (age_b * bucket_s /
+half_life_s) * count_b``. Stable slots keep the whole history. Every slot samples from posteriors with the
+counts scaled by ``1 / exploration``.
 Holdout traffic never enters component or per-region arm counters, so the control group stays clean.
 """
 
@@ -111,7 +121,11 @@ class LearningParams:
     counts are used only where the newest ``recent_buckets`` buckets differ from the older history by more than
     ``change_z`` standard errors, the whole (absolute) history elsewhere; ``change_z = 0`` discounts everything;
     ``exploration`` scales the posterior spread of the draws (1.0 = plain Thompson sampling; 0.5 samples from
-    Beta posteriors with the counts doubled, i.e. half the variance: more exploitation).
+    Beta posteriors with the counts doubled, i.e. half the variance: more exploitation);
+    ``arm_buckets`` and ``arm_half_life_s`` the window and weighting of the short-memory combination fit a
+    changed slot is scored from; ``pair_strength`` the pseudo-successes that shrink a pair's residual given the
+    variants already chosen (0: no pair terms, no look-ahead); ``lookahead_strength`` the same for an earlier
+    slot looking ahead to the slots not chosen yet (0: off).
     """
 
     strength: float = 20.0
@@ -128,6 +142,10 @@ class LearningParams:
     national_prior: bool = False
     context_strength: float = 5.0
     sweeps: int = 12
+    arm_buckets: int = 4
+    arm_half_life_s: float = 86400.0
+    pair_strength: float = 50.0
+    lookahead_strength: float = 10.0
 
 
 DEFAULT_PARAMS = LearningParams()
@@ -160,13 +178,15 @@ def counter_keys(
     :func:`event_context` of the request. Holdout traffic is counted for lift (``split:holdout``) and per arm,
     but not into component or per-context arm counters: the optimizer learns from the traffic it steers, and
     the holdout's uniform traffic stays a clean control group. ``now_s`` (the event's unix time) adds the
-    time-bucketed component counters the drift handling reads; without it none are emitted.
+    time-bucketed component counters and one time-bucketed per-region combination counter that the drift
+    handling reads; without it none are emitted.
 
     >>> counter_keys(arm="cr|h1.i2", creative="cr", variants=["headline=h1"], context={"region": "pnw"},
     ...              now_s=86400 * 3)
     ... # doctest: +NORMALIZE_WHITESPACE
-    ['arm:cr|h1.i2', 'arm:cr', 'split:optimized', 'arm:cr|h1.i2@region=pnw', 'comp:cr|headline=h1',
-     'comp:cr|headline=h1#e3', 'comp:cr|headline=h1@region=pnw', 'comp:cr|headline=h1@region=pnw#e3']
+    ['arm:cr|h1.i2', 'arm:cr', 'split:optimized', 'arm:cr|h1.i2@region=pnw', 'arm:cr|h1.i2@region=pnw#e3',
+     'comp:cr|headline=h1', 'comp:cr|headline=h1#e3', 'comp:cr|headline=h1@region=pnw',
+     'comp:cr|headline=h1@region=pnw#e3']
     """
     keys = [f"arm:{arm}"]
     if arm != creative:
@@ -174,11 +194,13 @@ def counter_keys(
     keys.append("split:holdout" if holdout else "split:optimized")
     if not holdout:
         dims = sorted((context or {}).items())
+        suffix = None if now_s is None else f"{BUCKET_SUFFIX}{int(now_s) // int(bucket_s)}"
         if arm != creative:
             for dim, value in dims:
                 if dim in ARM_CONTEXT_DIMENSIONS:
                     keys.append(f"arm:{arm}@{dim}={value}")
-        suffix = None if now_s is None else f"{BUCKET_SUFFIX}{int(now_s) // int(bucket_s)}"
+                    if suffix is not None:
+                        keys.append(f"arm:{arm}@{dim}={value}{suffix}")
         for item in variants:
             slot, _, variant = item.partition("=")
             base = f"comp:{component_key(creative, slot, variant)}"
@@ -350,18 +372,76 @@ def _value_drifted(
     """
     fit, slot_position, national, value = located
     memo = _memo(stats)
-    key = ("learning.value_drifted", creative, objective, value, slot_position, id(params))
+    key = ("learning.value_drifted", creative, objective, value, slot_position, params)
     found = memo.get(key)
     if found is not None:
         return found  # type: ignore[no-any-return,unused-ignore]
     memo[key] = False
+    out = any(
+        _window_drifted(window, fit, slot_position, national, value, creative, objective, params, stats)
+        for window in _windows(stats, params)
+    )
+    memo[key] = out
+    return out
+
+
+def _windows(stats: Any, params: LearningParams) -> list[dict[str, list[float]]]:
+    """Component counts of disjoint windows of ``recent_buckets`` time buckets, newest first, as far back as
+    the short-memory fit reads (``arm_buckets``): base component key -> ``[impressions, clicks, conversions]``.
+
+    Testing every window, not only the newest, keeps a change detected while its buckets are in the short
+    memory: otherwise the test goes quiet as soon as the old winners stop being served (no recent impressions,
+    no evidence), the long memory takes over, serves them again, and the slot oscillates."""
+    memo = _memo(stats)
+    key = ("learning.windows", params.recent_buckets, params.arm_buckets, params.bucket_s)
+    found = memo.get(key)
+    if found is not None:
+        return found  # type: ignore[no-any-return,unused-ignore]
     recent = _changed_keys(stats, params)[2]
-    if not recent:
-        return False
+    newest = memo.get(("learning.decayed", params.half_life_s, params.bucket_s, params.buckets, params.change_z,
+                       params.recent_buckets, "newest"))
+    width = max(1, params.recent_buckets)
+    count = max(1, -(-params.arm_buckets // width))
+    out: list[dict[str, list[float]]] = [recent] if recent else []
+    if newest is not None and count > 1:
+        older: list[dict[str, list[float]]] = [{} for _ in range(count - 1)]
+        for name, row in _component_rows(stats).items():
+            base, sep, bucket = name.partition(BUCKET_SUFFIX)
+            if not sep:
+                continue
+            try:
+                w = (newest - int(bucket)) // width - 1
+            except ValueError:
+                continue
+            if 0 <= w < count - 1:
+                acc = older[w].get(base)
+                if acc is None:
+                    acc = older[w][base] = [0.0, 0.0, 0.0]
+                imps = float(row[0])
+                acc[0] += imps
+                acc[1] += min(float(row[1]), imps)
+                acc[2] += min(float(row[2]), imps)
+        out.extend(w for w in older if w)
+    memo[key] = out
+    return out
+
+
+def _window_drifted(
+    recent: Mapping[str, Sequence[float]],
+    fit: _Fit,
+    slot_position: int,
+    national: _Fit,
+    value: str | None,
+    creative: str,
+    objective: str,
+    params: LearningParams,
+    stats: Any,
+) -> bool:
+    """:func:`_value_drifted` for one window of component counts."""
     col = 1 if objective == "click" else 2
     dim = ARM_CONTEXT_DIMENSIONS[0]
     slots = _slot_names(stats, creative)
-    # per position: [(impressions, clicks, fitted effect)] of its variants in the recent buckets
+    # per position: [(impressions, clicks, fitted effect)] of its variants in the window
     seen: list[list[tuple[float, float, float]]] = []
     mix: list[float] = []
     for q, known in enumerate(fit.positions):
@@ -379,22 +459,17 @@ def _value_drifted(
         imps = sum(r[0] for r in rows)
         mix.append(sum(r[0] * r[2] for r in rows) / imps if imps > 0 else 1.0)
     z2 = params.change_z * params.change_z
-    out = False
-    for p, rows in enumerate(seen):
-        if p != slot_position:
-            continue
-        partners = math.prod(m for q, m in enumerate(mix) if q != p)
-        mu = fit.ref[p] / max(fit.partner[p], 1e-12)
-        for n_v, clicks, effect_v in rows:
-            expected = n_v * mu * effect_v * partners
-            diff = clicks - expected
-            if diff * diff > z2 * max(expected, 1.0) and abs(diff) > params.change_ratio * expected:
-                out = True
-                break
-        if out:
-            break
-    memo[key] = out
-    return out
+    p = slot_position
+    if p >= len(seen):
+        return False
+    partners = math.prod(m for q, m in enumerate(mix) if q != p)
+    mu = fit.ref[p] / max(fit.partner[p], 1e-12)
+    for n_v, clicks, effect_v in seen[p]:
+        expected = n_v * mu * effect_v * partners
+        diff = clicks - expected
+        if diff * diff > z2 * max(expected, 1.0) and abs(diff) > params.change_ratio * expected:
+            return True
+    return False
 
 
 def _slot_names(stats: Any, creative: str) -> dict[str, str]:
@@ -443,9 +518,11 @@ class _Fit:
     ``ref[p]`` turns an effect into a click rate (the base rate times the average effect of the partners).
     """
 
-    __slots__ = ("positions", "shape", "rate", "ref", "effect", "partner")
+    __slots__ = ("positions", "shape", "rate", "ref", "effect", "partner", "data", "pairs")
 
     def __init__(self) -> None:
+        self.data: Any = None  # (index per position, impressions, successes, fitted successes) per row
+        self.pairs: dict[tuple[int, int], Any] = {}
         self.positions: list[dict[str, int]] = []
         self.shape: list[list[float]] = []
         self.rate: list[list[float]] = []
@@ -508,6 +585,7 @@ def _fit_additive(
                 prod = partner * f[p][idx[p]]
                 ref[p] = float(w.sum()) / max(float(n_arr.sum()), 1.0)
             mu = max(total_s, 0.5) / max(float(n_arr @ prod), 1.0)
+        fit.data = (idx, n_arr, s_arr, n_arr * prod * mu)
         fit.shape = [(s_pos[p] + k * g_arr[p]).tolist() for p in range(width)]
         fit.rate = [(x_pos[p] + k).tolist() for p in range(width)]
         fit.ref = [mu * r for r in ref]
@@ -541,6 +619,7 @@ def _fit_additive(
                 prod_l = [x * fp[j] for x, j in zip(partner, index[p], strict=True)]
                 ref[p] = wsum / max(sum(imps), 1.0)
             mu = max(total_s, 0.5) / max(sum(n * x for n, x in zip(imps, prod_l, strict=True)), 1.0)
+        fit.data = (index, imps, succ, [n * x * mu for n, x in zip(imps, prod_l, strict=True)])
         fit.shape = [[s + k * g for s, g in zip(s_pos[p], centre[p], strict=True)] for p in range(width)]
         fit.rate = [[x + k for x in x_l[p]] for p in range(width)]
         fit.ref = [mu * r for r in ref]
@@ -551,11 +630,19 @@ def _fit_additive(
     return fit
 
 
-def _fits(stats: Any, creative: str, objective: str, params: LearningParams) -> dict[str | None, _Fit]:
+def _fits(
+    stats: Any, creative: str, objective: str, params: LearningParams, recent: bool = False
+) -> dict[str | None, _Fit]:
     """Context value (``None``: all of them) -> :class:`_Fit` of the creative's ``arm:<combination>@<dim>=<value>``
-    counters; built once per stats table. Empty when the table carries no such counters."""
+    counters; built once per stats table. Empty when the table carries no such counters.
+
+    ``recent``: the fit of the time-bucketed copies (``...@<dim>=<value>#e<bucket>``) instead, the newest
+    ``arm_buckets`` buckets weighted ``0.5 ** (age * bucket_s / half_life_s)``: the short memory a slot whose
+    world changed is scored from (empty without bucketed combination counters).
+    """
     memo = _memo(stats)
-    key = ("learning.fits", creative, objective, params.partner_strength, params.sweeps, params.national_prior)
+    key = ("learning.fits", creative, objective, params.partner_strength, params.sweeps, params.national_prior,
+           recent, params.arm_buckets if recent else 0, params.arm_half_life_s, params.bucket_s)
     found = memo.get(key)
     if found is not None:
         return found  # type: ignore[no-any-return,unused-ignore]
@@ -568,42 +655,83 @@ def _fits(stats: Any, creative: str, objective: str, params: LearningParams) -> 
     dim = ARM_CONTEXT_DIMENSIONS[0]
     marker = f"@{dim}="
     names: list[str] = []
-    rows: list[int] = []
-    for name, row in items(marker):
-        if name.startswith(prefix):
-            names.append(name)
-            rows.append(row)
+    buckets: list[int] = []
+    for name, _row in items(marker):
+        if not name.startswith(prefix):
+            continue
+        base, sep, bucket = name.partition(BUCKET_SUFFIX)
+        if bool(sep) != recent:
+            continue
+        if sep:
+            try:
+                buckets.append(int(bucket))
+            except ValueError:
+                continue
+        names.append(name)
     if not names:
         return out
+    weights = [1.0] * len(names)
+    if recent:
+        newest = max(buckets)
+        decay = math.log(0.5) * params.bucket_s / params.arm_half_life_s
+        weights = [math.exp(decay * (newest - b)) if newest - b < params.arm_buckets else 0.0 for b in buckets]
     successes, trials = stats.counts_at(stats.indices(names), objective)
     if hasattr(successes, "tolist"):
         successes, trials = successes.tolist(), trials.tolist()
-    by_value: dict[str, list[tuple[tuple[str, ...], float, float]]] = {}
+    by_value: dict[str, dict[tuple[str, ...], list[float]]] = {}
     pooled: dict[tuple[str, ...], list[float]] = {}
     width = None
-    for name, s, n in zip(names, successes, trials, strict=True):
-        combo, _, value = name[len(prefix):].rpartition(marker)
+    for name, s, n, w in zip(names, successes, trials, weights, strict=True):
+        combo, _, value = name[len(prefix):].partition(BUCKET_SUFFIX)[0].rpartition(marker)
         parts = tuple(combo.split("."))
         if width is None:
             width = len(parts)
-        if len(parts) != width or n <= 0:
+        if len(parts) != width or n <= 0 or w <= 0:
             continue
-        s = min(float(s), float(n))
-        by_value.setdefault(value, []).append((parts, float(n), s))
-        acc = pooled.get(parts)
-        if acc is None:
-            pooled[parts] = [float(n), s]
-        else:
-            acc[0] += float(n)
-            acc[1] += s
+        n = float(n) * w
+        s = min(float(s) * w, n)
+        for acc_map in (by_value.setdefault(value, {}), pooled):
+            acc = acc_map.get(parts)
+            if acc is None:
+                acc_map[parts] = [n, s]
+            else:
+                acc[0] += n
+                acc[1] += s
     if not pooled:
         return out
     k = params.partner_strength
     national = _fit_additive([(p, v[0], v[1]) for p, v in pooled.items()], None, k, params.sweeps)
     out[None] = national
     for value, rs in by_value.items():
-        out[value] = _fit_additive(rs, national if params.national_prior else None, k, params.sweeps)
+        out[value] = _fit_additive(
+            [(p, v[0], v[1]) for p, v in rs.items()], national if params.national_prior else None, k, params.sweeps
+        )
     return out
+
+
+def _pair_table(fit: _Fit, q: int, p: int) -> Any:
+    """``(successes, fitted successes)`` of every (variant at ``q``, variant at ``p``) pair in ``fit``'s rows, as
+    ``[j_q][j_p]`` matrices: what the additive fit misses about a pair is their ratio. Once per fit and pair."""
+    found = fit.pairs.get((q, p))
+    if found is not None:
+        return found
+    index, imps, succ, pred = fit.data
+    width_p = len(fit.positions[p])
+    size = len(fit.positions[q]) * width_p
+    if np is not None and hasattr(imps, "shape"):
+        flat = index[q] * width_p + index[p]
+        s_m = np.bincount(flat, weights=succ, minlength=size).reshape(-1, width_p).tolist()
+        e_m = np.bincount(flat, weights=pred, minlength=size).reshape(-1, width_p).tolist()
+    else:
+        s_flat = [0.0] * size
+        e_flat = [0.0] * size
+        for jq, jp, s, e in zip(index[q], index[p], succ, pred, strict=True):
+            s_flat[jq * width_p + jp] += s
+            e_flat[jq * width_p + jp] += e
+        s_m = [s_flat[i:i + width_p] for i in range(0, size, width_p)]
+        e_m = [e_flat[i:i + width_p] for i in range(0, size, width_p)]
+    found = fit.pairs[(q, p)] = (s_m, e_m)
+    return found
 
 
 def _position(fit: _Fit, variants: Sequence[str]) -> int | None:
@@ -657,6 +785,7 @@ def slot_counts(
     signals: Mapping[str, str],
     objective: str,
     params: LearningParams = DEFAULT_PARAMS,
+    chosen: Sequence[str] = (),
 ) -> tuple[list[float], list[float]]:
     """Per-variant ``(successes, trials)`` pseudo-counts for the component-level Thompson step.
 
@@ -670,28 +799,35 @@ def slot_counts(
     zero = (0.0, 0.0, 0.0)
     bases = [component_key(creative, slot, v) for v in variants]
     ctx = _context_values(signals, params)
-    located = _locate_fit(stats, creative, variants, ctx, objective, params)
-    drifted = _drifted(stats, creative, slot, variants, ctx, objective, params, located)
-    if drifted:  # a change: short memory for every variant (stale certainty forgotten)
-        table = _changed_keys(stats, params)[1]
-        located = None
-    overall = [table.get(b, zero) for b in bases]
-    s_slot = sum(r[col] for r in overall)
-    n_slot = sum(r[0] for r in overall)
-    m_slot = (s_slot + 1.0) / (n_slot + 2.0)
-    adjusted = None if located is None else _partner_counts(located, variants, params)
-    # per context value: the slot's shift in log-odds (all variants pooled), the centre of each variant's own
-    # shift, so a variant seen little in a context is not pulled toward the context's average rate
-    rows_d = {(dim, value): [table.get(f"{b}@{dim}={value}", zero) for b in bases] for dim, value in ctx}
-    shift = {}
-    for dv, rs in rows_d.items():
-        m_d = (sum(r[col] for r in rs) + 1.0) / (sum(r[0] for r in rs) + 2.0)
-        shift[dv] = _logit(m_d) - _logit(m_slot)
-    other = {}
-    if adjusted is not None:
-        for dv in rows_d:
-            if dv[0] not in ARM_CONTEXT_DIMENSIONS:
-                other[dv] = _context_shifts(stats, bases, dv, col, params)
+    # everything but the pair terms is the same for every set of chosen partners: once per stats table
+    memo = _memo(stats)
+    mkey = ("learning.slot_base", creative, slot, tuple(variants), ctx, objective, params)
+    found = memo.get(mkey)
+    if found is None:
+        located = _locate_fit(stats, creative, variants, ctx, objective, params)
+        drifted = _drifted(stats, creative, slot, variants, ctx, objective, params, located)
+        if drifted:  # a change: short memory for every variant (stale certainty forgotten)
+            table = _changed_keys(stats, params)[1]
+            located = _locate_fit(stats, creative, variants, ctx, objective, params, recent=True)
+        overall = [table.get(b, zero) for b in bases]
+        s_slot = sum(r[col] for r in overall)
+        n_slot = sum(r[0] for r in overall)
+        m_slot = (s_slot + 1.0) / (n_slot + 2.0)
+        # per context value: the slot's shift in log-odds (all variants pooled), the centre of each variant's
+        # own shift, so a variant seen little in a context is not pulled toward the context's average rate
+        rows_d = {(dim, value): [table.get(f"{b}@{dim}={value}", zero) for b in bases] for dim, value in ctx}
+        shift = {}
+        for dv, rs in rows_d.items():
+            m_d = (sum(r[col] for r in rs) + 1.0) / (sum(r[0] for r in rs) + 2.0)
+            shift[dv] = _logit(m_d) - _logit(m_slot)
+        other = {}
+        if located is not None:
+            for dv in rows_d:
+                if dv[0] not in ARM_CONTEXT_DIMENSIONS:
+                    other[dv] = _context_shifts(stats, bases, dv, col, params)
+        found = memo[mkey] = (located, overall, m_slot, rows_d, shift, other)
+    located, overall, m_slot, rows_d, shift, other = found
+    adjusted = None if located is None else _partner_counts(located, variants, params, chosen)
     successes: list[float] = []
     trials: list[float] = []
     for i, row in enumerate(overall):
@@ -784,12 +920,14 @@ def _locate_fit(
     ctx: tuple[tuple[str, str], ...],
     objective: str,
     params: LearningParams,
+    recent: bool = False,
 ) -> tuple[_Fit, int, _Fit, str | None] | None:
     """``(fit, position of the slot, national fit, arm context value)`` for a request, or None without
-    combination counters (the fit of the request's value, the national one when the value has none)."""
+    combination counters (the fit of the request's value, the national one when the value has none).
+    ``recent``: from the time-bucketed combination counters (:func:`_fits`)."""
     if params.partner_strength <= 0:
         return None
-    fits = _fits(stats, creative, objective, params)
+    fits = _fits(stats, creative, objective, params, recent)
     if not fits:
         return None
     value = next((v for d, v in ctx if d in ARM_CONTEXT_DIMENSIONS), None)
@@ -804,11 +942,38 @@ def _locate_fit(
 
 
 def _partner_counts(
-    located: tuple[_Fit, int, _Fit, str | None], variants: Sequence[str], params: LearningParams
+    located: tuple[_Fit, int, _Fit, str | None],
+    variants: Sequence[str],
+    params: LearningParams,
+    chosen: Sequence[str] = (),
 ) -> list[tuple[float, float]]:
     """Per variant ``(shape, rate)``: the partner-adjusted posterior of :func:`_locate_fit`'s fit as
-    pseudo-successes and a click rate (a variant the fit never saw: the national effect, or 1, as prior)."""
+    pseudo-successes and a click rate (a variant the fit never saw: the national effect, or 1, as prior).
+
+    ``chosen``: the variants already picked for other slots of the decision. Each moves the rate by the pair's
+    residual under the additive fit, ``(S_uv + k2) / (E_uv + k2)`` (successes of the combinations holding both
+    against what the fit predicts for them, ``k2 = pair_strength``): an interaction between slots that the
+    per-slot effects cannot express."""
     fit, p, national, _ = located
+    factors: list[tuple[list[float], list[float]]] = []
+    if chosen and params.pair_strength > 0 and fit.data is not None:
+        for u in chosen:
+            for q, known_q in enumerate(fit.positions):
+                ju = known_q.get(u) if q != p else None
+                if ju is not None:
+                    s_m, e_m = _pair_table(fit, q, p)
+                    factors.append((s_m[ju], e_m[ju]))
+                    break
+    k2 = params.pair_strength
+    ahead: list[tuple[list[list[float]], list[list[float]], list[float]]] = []
+    k3 = params.lookahead_strength
+    if k3 > 0 and k2 > 0 and fit.data is not None:
+        done = {q for q, known_q in enumerate(fit.positions) if any(u in known_q for u in chosen)}
+        for q in range(len(fit.positions)):
+            if q != p and q not in done and fit.effect[q]:
+                s_m, e_m = _pair_table(fit, p, q)
+                eff_q = [fit.shape[q][j] / fit.rate[q][j] for j in range(len(fit.positions[q]))]
+                ahead.append((s_m, e_m, eff_q))
     known = fit.positions[p]
     prior = national.effect[p] if params.national_prior and fit is not national and p < len(national.effect) else {}
     k = params.partner_strength
@@ -820,6 +985,12 @@ def _partner_counts(
             a, b = k * prior.get(v, 1.0), k
         else:
             a, b = fit.shape[p][j], fit.rate[p][j]
+            for s_row, e_row in factors:
+                b *= (e_row[j] + k2) / (s_row[j] + k2)
+            for s_m, e_m, eff_q in ahead:  # the best completion at a later slot, given v, against the best
+                s_row, e_row = s_m[j], e_m[j]
+                best = max(eff_q)
+                b /= max(f * (s + k3) / (e + k3) for f, s, e in zip(eff_q, s_row, e_row, strict=True)) / best
         out.append((a, min(max(ref * a / b, 1e-9), 0.5)))
     return out
 
@@ -907,6 +1078,7 @@ def choose_variant(
     prior: tuple[float, float] = (1.0, 1.0),
     params: LearningParams = DEFAULT_PARAMS,
     explain: bool = False,
+    chosen: Sequence[str] = (),
 ) -> bandit.Choice:
     """The component-level Thompson step for one slot: a :class:`dco.bandit.Choice` over ``variants``.
 
@@ -917,7 +1089,9 @@ def choose_variant(
     decision then picks one row with its own ``rng``. The propensity is exact for this policy: the share of
     rows the chosen variant wins. Contenders that share one posterior are chosen uniformly (``1 / c``).
     Per decision this costs one random number and a lookup; the table costs ``pool x contenders`` Beta draws
-    once per stats refresh.
+    once per stats refresh. ``chosen``: the variant ids already picked for the other slots of this decision
+    (pair terms, see :func:`_partner_counts`); the tables are kept per set of chosen partners, with
+    ``pool // 4`` rows.
     """
     ctx = _context_values(signals, params)
     memo = _memo(stats)
@@ -926,26 +1100,25 @@ def choose_variant(
         tables = memo[("learning.tables", id(params))] = (params, {}, {})
     # Fast path: the same variants object as last time for this (creative, slot, context) (the engine passes
     # one cached tuple per slot when no rule or exclusion narrows it), no need to hash 40 ids.
-    short = (creative, slot, ctx, objective, prior)
+    partners = tuple(chosen) if params.pair_strength > 0 else ()
+    short = (creative, slot, ctx, objective, prior, partners)
     last = tables[2].get(short)
     if last is not None and last[0] is variants:
         table = last[1]
     else:
-        key = (creative, slot, tuple(variants), ctx, objective, prior)
+        key = (creative, slot, tuple(variants), ctx, objective, prior, partners)
         table = tables[1].get(key)
         if table is not None:
             tables[2][short] = (variants, table)
     if table is None:
-        successes, trials = slot_counts(stats, creative, slot, variants, signals, objective, params)
-        drifted = params.exploration != 1.0 and _drifted(
-            stats, creative, slot, variants, ctx, objective, params,
-            _locate_fit(stats, creative, variants, ctx, objective, params),
-        )
-        if params.exploration != 1.0 and not drifted:  # after a detected change: plain Thompson sampling
+        successes, trials = slot_counts(stats, creative, slot, variants, signals, objective, params, partners)
+        if params.exploration != 1.0:
             scale = 1.0 / params.exploration
             successes = [x * scale for x in successes]
             trials = [x * scale for x in trials]
-        table = tables[1][key] = _build_table(stats, key, successes, trials, prior, params.pool)
+        # a table per set of chosen partners: smaller, there are many more of them
+        pool = params.pool if not partners else max(64, params.pool // 4)
+        table = tables[1][key] = _build_table(stats, key, successes, trials, prior, pool)
         tables[2][short] = (variants, table)
     if table.kind == "clear":
         i = table.index
