@@ -611,25 +611,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     try:
         scenario = load_scenario(args.scenario)
-        fields = {}
-        if args.half_life_days is not None:
-            fields["half_life_s"] = args.half_life_days * 86400.0
-        if args.strength is not None:
-            fields["strength"] = args.strength
-        if args.change_z is not None:
-            fields["change_z"] = args.change_z
-        if args.exploration is not None:
-            fields["exploration"] = args.exploration
-        if args.partner_strength is not None:
-            fields["partner_strength"] = args.partner_strength
-        if args.pair_strength is not None:
-            fields["pair_strength"] = args.pair_strength
-        if args.lookahead_strength is not None:
-            fields["lookahead_strength"] = args.lookahead_strength
-        if args.arm_buckets is not None:
-            fields["arm_buckets"] = args.arm_buckets
-        if args.arm_half_life_days is not None:
-            fields["arm_half_life_s"] = args.arm_half_life_days * 86400.0
+        # CLI flag -> LearningParams field (day-valued flags are converted to seconds)
+        direct = ("strength", "change_z", "exploration", "partner_strength", "pair_strength", "lookahead_strength",
+                  "arm_buckets")
+        fields: dict[str, Any] = {name: getattr(args, name) for name in direct if getattr(args, name) is not None}
+        for flag, name in (("half_life_days", "half_life_s"), ("arm_half_life_days", "arm_half_life_s")):
+            if getattr(args, flag) is not None:
+                fields[name] = getattr(args, flag) * 86400.0
         if args.dims is not None:
             fields["dims"] = tuple(d for d in args.dims.split(",") if d)
         params = LearningParams(**{**DEFAULT_PARAMS.__dict__, **fields})
