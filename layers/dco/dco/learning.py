@@ -94,7 +94,9 @@ __all__ = [
     "DEFAULT_PARAMS",
     "component_key",
     "event_context",
+    "arm_counter_keys",
     "counter_keys",
+    "variant_counter_keys",
     "slot_counts",
     "choose_variant",
     "choose_combination",
@@ -188,30 +190,51 @@ def counter_keys(
      'comp:cr|headline=h1', 'comp:cr|headline=h1#e3', 'comp:cr|headline=h1@region=pnw',
      'comp:cr|headline=h1@region=pnw#e3']
     """
+    dims = tuple(sorted((context or {}).items()))
+    suffix = None if now_s is None else f"{BUCKET_SUFFIX}{int(now_s) // int(bucket_s)}"
+    keys = arm_counter_keys(arm, creative, dims, holdout, suffix)
+    if not holdout:
+        for item in variants:
+            keys += variant_counter_keys(creative, item, dims, suffix)
+    return keys
+
+
+def arm_counter_keys(
+    arm: str, creative: str, dims: tuple[tuple[str, str], ...], holdout: bool, suffix: str | None
+) -> list[str]:
+    """The first part of :func:`counter_keys`: the arm, creative, split and per-region combination counters.
+
+    ``dims`` is the event context as sorted ``(dimension, value)`` pairs; ``suffix`` the time bucket's key
+    suffix (``#e<bucket>``) or None. The fold resolves this part once per decision and
+    :func:`variant_counter_keys` once per (variant, context, bucket), which many decisions share.
+    """
     keys = [f"arm:{arm}"]
     if arm != creative:
         keys.append(f"arm:{creative}")
     keys.append("split:holdout" if holdout else "split:optimized")
-    if not holdout:
-        dims = sorted((context or {}).items())
-        suffix = None if now_s is None else f"{BUCKET_SUFFIX}{int(now_s) // int(bucket_s)}"
-        if arm != creative:
-            for dim, value in dims:
-                if dim in ARM_CONTEXT_DIMENSIONS:
-                    keys.append(f"arm:{arm}@{dim}={value}")
-                    if suffix is not None:
-                        keys.append(f"arm:{arm}@{dim}={value}{suffix}")
-        for item in variants:
-            slot, _, variant = item.partition("=")
-            base = f"comp:{component_key(creative, slot, variant)}"
-            keys.append(base)
-            if suffix is not None:
-                keys.append(base + suffix)
-            for dim, value in dims:
-                key = f"{base}@{dim}={value}"
-                keys.append(key)
+    if not holdout and arm != creative:
+        for dim, value in dims:
+            if dim in ARM_CONTEXT_DIMENSIONS:
+                keys.append(f"arm:{arm}@{dim}={value}")
                 if suffix is not None:
-                    keys.append(key + suffix)
+                    keys.append(f"arm:{arm}@{dim}={value}{suffix}")
+    return keys
+
+
+def variant_counter_keys(
+    creative: str, item: str, dims: tuple[tuple[str, str], ...], suffix: str | None
+) -> list[str]:
+    """The component counters of one ``"slot=variant"`` of a steered (not holdout) event (see
+    :func:`arm_counter_keys` for ``dims`` and ``suffix``)."""
+    slot, _, variant = item.partition("=")
+    base = f"comp:{component_key(creative, slot, variant)}"
+    if suffix is None:
+        return [base, *(f"{base}@{dim}={value}" for dim, value in dims)]
+    keys = [base, base + suffix]
+    for dim, value in dims:
+        key = f"{base}@{dim}={value}"
+        keys.append(key)
+        keys.append(key + suffix)
     return keys
 
 
