@@ -85,3 +85,65 @@ def test_aggregate_by_parts_handles_unhashable_and_repeated_parts() -> None:
     for ident, (steps, sums) in expected.items():
         assert batch.counters[ident].steps == steps
         assert batch.counters[ident].sums == sums
+
+
+def test_decision_segments_chain_to_counter_keys() -> None:
+    from itertools import chain
+
+    from dco.fold import _BUCKET_S, clear_key_memo, decision_segments
+    from dco.learning import counter_keys
+
+    rng = random.Random(7)
+    clear_key_memo()
+    for _ in range(300):
+        # GIVEN a decision with any context order (hand-built records may not sort it), holdout and bucket
+        record = _records(rng.randint(0, 10**6), 1)[0]
+        context = list(record.context)
+        rng.shuffle(context)
+        bucket = None if record.ts is None else record.ts // _BUCKET_S
+        # WHEN its counter keys come from the memoized segments (twice: built, then remembered)
+        for _ in range(2):
+            segments = decision_segments(record.arm, record.creative, record.variants, tuple(context),
+                                         record.holdout, bucket)
+            # THEN chained they are exactly learning.counter_keys, same order
+            assert list(chain.from_iterable(segments)) == counter_keys(
+                arm=record.arm, creative=record.creative, variants=record.variants, context=dict(context),
+                holdout=record.holdout, now_s=record.ts)
+
+
+def test_aggregate_stays_exact_when_the_key_memo_overflows_mid_batch(monkeypatch) -> None:
+    import dco.fold as fold
+
+    # GIVEN a key memo of 8 entries (emptied whenever full) and a batch with far more distinct decisions
+    monkeypatch.setattr(fold, "KEY_MEMO_SIZE", 8)
+    fold.clear_key_memo()
+    records = _records(11, 500)
+    # WHEN the batch is aggregated (twice, the second time with whatever the memo kept)
+    for _ in range(2):
+        batch = aggregate(records)
+        # THEN the result is still exactly the plain definition
+        expected = _reference(records)
+        assert list(batch.counters) == list(expected)
+        for ident, (steps, sums) in expected.items():
+            assert batch.counters[ident].steps == steps
+            assert batch.counters[ident].sums == sums
+    assert len(fold._decision_segments) <= 8 and len(fold._variant_segments) <= 8
+
+
+def test_hand_built_records_with_dict_or_unsorted_context_fold_like_parsed_ones() -> None:
+    import dataclasses
+
+    from dco.fold import parse_event
+
+    # GIVEN the same event parsed (sorted context, sequence key filled in), hand-built with a dict context,
+    # and hand-built with its context pairs unsorted
+    parsed = parse_event({"campaign": "c", "kind": "imp", "arm": "cr|1", "creative": "cr",
+                          "variants": ["headline=h1"], "context": {"region": "pnw", "device": "mobile"},
+                          "ts": 86400}, sequence="5", shard="s")
+    as_dict = dataclasses.replace(parsed, context={"region": "pnw", "device": "mobile"})  # type: ignore[arg-type]
+    unsorted = dataclasses.replace(parsed, context=(("region", "pnw"), ("device", "mobile")))
+    # THEN the replaced records recompute their sequence key, and each folds into the same counters
+    assert parsed.seq_key == as_dict.sequence_key == "5".zfill(40)
+    keys = [list(aggregate([r]).counters) for r in (parsed, as_dict, unsorted)]
+    assert sorted(keys[0]) == sorted(keys[1]) == sorted(keys[2])
+    assert [k for _, _, k in keys[0]] == parsed.counter_keys()

@@ -24,13 +24,15 @@ split of a batch into partial applications sums to exactly the clean application
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
+from itertools import repeat
 from typing import Any
 
 from dco.errors import DcoError
-from dco.learning import BUCKET_SUFFIX, DEFAULT_PARAMS, counter_keys
+from dco.learning import BUCKET_SUFFIX, DEFAULT_PARAMS, arm_counter_keys, counter_keys, variant_counter_keys
 
 __all__ = [
     "SEQUENCE_WIDTH",
@@ -127,10 +129,13 @@ class EventRecord:
     shard: str = ""
     created_at: int = 0
     ts: int | None = None
+    # sequence_key(sequence), filled by parse_event (which computes it to validate); not an init argument, so
+    # a record built or replaced by hand recomputes it from ``sequence``
+    seq_key: str = field(default="", init=False, compare=False, repr=False)
 
     @property
     def sequence_key(self) -> str:
-        return sequence_key(self.sequence)
+        return self.seq_key or sequence_key(self.sequence)
 
     def delta(self) -> Delta:
         """The delta this event adds to each of its counters."""
@@ -153,6 +158,8 @@ class EventRecord:
         )
 
 
+_append = list.append
+_drain: Any = deque(maxlen=0).extend  # consumes an iterator in C
 _FIELD_INDEX = {"impressions": 0, "clicks": 1, "conversions": 2}
 _IMPRESSION = Delta(impressions=1)
 _CLICK = Delta(clicks=1)
@@ -189,7 +196,7 @@ def parse_event(
     """
     if not isinstance(image, Mapping):
         raise PoisonRecordError("record has no NEW_IMAGE")
-    sequence_key(sequence)  # validates
+    seq_key = sequence_key(sequence)  # validates
     kind = _text(image, "kind")
     if kind not in _KIND_TO_FIELD:
         raise PoisonRecordError(f"event kind {kind!r} is not one of imp, click, conv")
@@ -210,7 +217,7 @@ def parse_event(
         if isinstance(ts, bool) or not isinstance(ts, int | Decimal) or ts < 0 or ts != int(ts):
             raise PoisonRecordError(f"event ts must be whole unix seconds, got {ts!r}")
         ts = int(ts)
-    return EventRecord(
+    record = EventRecord(
         campaign=_text(image, "campaign"),
         kind=kind,
         arm=_text(image, "arm"),
@@ -224,9 +231,11 @@ def parse_event(
         created_at=int(created_at),
         ts=ts,
     )
+    object.__setattr__(record, "seq_key", seq_key)  # frozen
+    return record
 
 
-@dataclass
+@dataclass(slots=True)
 class CounterFold:
     """The part of a batch that goes to one counter from one shard.
 
@@ -313,74 +322,67 @@ def aggregate(records: Iterable[EventRecord]) -> FoldBatch:
 
     How it stays fast (docs/performance.md, "fold"): records of one decision (same shard, campaign, arm,
     creative, variants, context, holdout and time bucket) have the same counters, so the batch resolves them
-    once per distinct decision: :meth:`EventRecord.counter_keys`, then each key to its counter's step list.
-    Per record that leaves one lookup and one append per counter; the counts come from the step lists'
-    lengths at the end, with a second pass over the few clicks and conversions.
+    once per distinct decision, and a decision's counters come in segments (:func:`decision_segments`: its
+    arm's, then one per variant) that many decisions share: a variant's segment is resolved to step lists once
+    per batch. Per record that leaves one lookup and one append per counter; the counts come from the step
+    lists' lengths at the end, with a second pass over the few clicks and conversions.
     """
     batch = FoldBatch()
     last = batch.last_sequence
-    # Per (shard, campaign): counter key -> its steps in stream order. ``born`` lists every counter as it is
-    # first met (the order of batch.counters, which CounterStore.apply walks).
-    scopes: dict[tuple[str, str], dict[str, list[tuple[str, str, Delta]]]] = {}
-    born: list[tuple[str, str, str, list[tuple[str, str, Delta]]]] = []
-    # a decision (shard, campaign, arm, creative, variants, context, holdout, time bucket) -> its counter keys
-    # and their step lists, resolved at its first record
-    resolved: dict[tuple[Any, ...], tuple[list[str], list[Any]]] = {}
-    others: list[tuple[str, str, list[str], int, Decimal]] = []  # clicks and conversions
+    # Per (shard, campaign): counter key -> its steps in stream order, and a variant segment -> its step lists.
+    # ``born`` lists every counter as it is first met (the order of batch.counters, which CounterStore.apply
+    # walks).
+    scopes: dict[tuple[str, str], tuple[dict[str, list[Any]], dict[int, list[Any]]]] = {}
+    born: list[CounterFold] = []
+    # a decision (shard, campaign, arm, creative, variants, context, holdout, time bucket) -> its counter key
+    # segments and the step lists of their keys, resolved at its first record
+    resolved: dict[tuple[Any, ...], tuple[tuple[tuple[str, ...], ...], list[Any]]] = {}
+    others: list[tuple[str, str, tuple[tuple[str, ...], ...], int, Decimal]] = []  # clicks and conversions
     events = 0
     created_at = 0
     # The current shard and its last sequence key, in locals (a Lambda batch holds one shard).
     shard: str | None = None
     previous: str | None = None
     for record in records:
-        sequence = record.sequence
-        seq_key = (
-            sequence.zfill(SEQUENCE_WIDTH)
-            if sequence.isdigit() and sequence.isascii() and len(sequence) <= SEQUENCE_WIDTH
-            else sequence_key(sequence)  # raises the PoisonRecordError
-        )
+        seq_key = record.seq_key
+        if not seq_key:  # a hand-built record: parse_event fills it
+            seq_key = sequence_key(record.sequence)
         if record.shard != shard:
             if shard is not None and previous is not None:
                 last[shard] = previous
             shard = record.shard
             previous = last.get(shard)
         if previous is not None and seq_key <= previous:
-            raise ValueError(f"records of shard {shard!r} out of order at sequence {sequence}")
+            raise ValueError(f"records of shard {shard!r} out of order at sequence {record.sequence}")
         previous = seq_key
         kind = record.kind
         delta = _IMPRESSION if kind == "imp" or kind == "impression" else record.delta()
         ts = record.ts
-        decision: tuple[Any, ...] | None = (
-            shard, record.campaign, record.arm, record.creative, record.variants, record.context, record.holdout,
-            None if ts is None else int(ts) // _BUCKET_S,
+        context = record.context
+        if type(context) is not tuple:  # a hand-built record with a dict or list context
+            context = tuple(dict(context).items())
+        decision = (
+            shard, record.campaign, record.arm, record.creative, tuple(record.variants), context,
+            record.holdout, None if ts is None else int(ts) // _BUCKET_S,
         )
-        found: tuple[list[str], list[Any]] | None
-        try:
-            found = resolved.get(decision)  # type: ignore[arg-type]
-        except TypeError:  # a hand-built record with list variants or context: not memoizable
-            found, decision = None, None
+        found = resolved.get(decision)
         if found is None:
             campaign = record.campaign
-            steps_of = scopes.get((shard, campaign))
-            if steps_of is None:
-                steps_of = scopes[(shard, campaign)] = {}
-            keys = record.counter_keys()
-            lists: list[Any] = list(map(steps_of.get, keys))
-            if None in lists:  # counters met for the first time, in key order
-                for index, steps in enumerate(lists):
-                    if steps is None:
-                        key = keys[index]
-                        steps = steps_of.get(key)  # the same key earlier in this record made it
-                        if steps is None:
-                            steps = steps_of[key] = []
-                            born.append((shard, campaign, key, steps))
-                        lists[index] = steps
-            found = (keys, lists)
-            if decision is not None:
-                resolved[decision] = found
-        step = (seq_key, sequence, delta)
-        for record_steps in found[1]:
-            record_steps.append(step)
+            scope = scopes.get((shard, campaign))
+            if scope is None:
+                scope = scopes[(shard, campaign)] = ({}, {})
+            segments = decision_segments(*decision[2:])
+            lists = _step_lists(segments[0], scope[0], born, shard, campaign)
+            shared = scope[1]
+            for segment in segments[1:]:
+                # by identity: segments are memoized objects, and ``resolved`` keeps each one alive for the batch
+                part = shared.get(id(segment))
+                if part is None:
+                    part = shared[id(segment)] = _step_lists(segment, scope[0], born, shard, campaign)
+                lists += part
+            found = resolved[decision] = (segments, lists)
+        # one append per counter, looped in C (a Python loop here was a sixth of the time)
+        _drain(map(_append, found[1], repeat((seq_key, record.sequence, delta))))
         if delta is not _IMPRESSION:
             others.append((shard, record.campaign, found[0], _FIELD_INDEX[_KIND_TO_FIELD[kind]], delta.value))
         events += 1
@@ -389,19 +391,98 @@ def aggregate(records: Iterable[EventRecord]) -> FoldBatch:
     if shard is not None and previous is not None:
         last[shard] = previous
     counters = batch.counters
-    for shard, campaign, key, steps in born:
-        counters[(shard, campaign, key)] = CounterFold(shard, campaign, key, steps, [len(steps), 0, 0, _ZERO])
-    for shard, campaign, keys, index, value in others:
-        for key in keys:
-            sums = counters[(shard, campaign, key)].sums
-            sums[0] -= 1  # counted as an impression above
-            sums[index] += 1
-            if value:
-                sums[3] += value
+    for fold in born:
+        fold.sums[0] = len(fold.steps)
+        counters[(fold.shard, fold.campaign, fold.key)] = fold
+    for shard, campaign, segments, index, value in others:
+        for segment in segments:
+            for key in segment:
+                sums = counters[(shard, campaign, key)].sums
+                sums[0] -= 1  # counted as an impression above
+                sums[index] += 1
+                if value:
+                    sums[3] += value
     batch.events += events
     if created_at > batch.created_at:
         batch.created_at = created_at
     return batch
+
+
+def _step_lists(
+    keys: tuple[str, ...], steps_of: dict[str, list[Any]], born: list[CounterFold], shard: str, campaign: str
+) -> list[Any]:
+    """Each key's step list in this batch, creating (and recording in ``born``) the counters met first."""
+    lists: list[Any] = list(map(steps_of.get, keys))
+    if None in lists:  # counters met for the first time, in key order
+        for index, steps in enumerate(lists):
+            if steps is None:
+                key = keys[index]
+                steps = steps_of.get(key)  # the same key earlier in this decision made it
+                if steps is None:
+                    steps = steps_of[key] = []
+                    born.append(CounterFold(shard, campaign, key, steps, [0, 0, 0, _ZERO]))
+                lists[index] = steps
+    return lists
+
+
+# Counter key segments per decision and per variant, kept across batches: a warm fold function sees the same
+# decisions and variants again and again, and building ~18 key strings per decision was a third of its time.
+# Bounded: each map is emptied when it reaches KEY_MEMO_SIZE entries (docs/performance.md, "fold").
+KEY_MEMO_SIZE = 1 << 16
+_decision_segments: dict[tuple[Any, ...], tuple[tuple[str, ...], ...]] = {}
+_variant_segments: dict[tuple[Any, ...], tuple[str, ...]] = {}
+
+
+def clear_key_memo() -> None:
+    """Forget the memoized counter keys (benchmarks call it to measure a cold fold)."""
+    _decision_segments.clear()
+    _variant_segments.clear()
+
+
+def decision_segments(
+    arm: str,
+    creative: str,
+    variants: tuple[str, ...],
+    context: tuple[tuple[str, str], ...],
+    holdout: bool,
+    bucket: int | None,
+) -> tuple[tuple[str, ...], ...]:
+    """The counter keys of one decision in one time bucket, in segments: :func:`dco.learning.arm_counter_keys`,
+    then :func:`dco.learning.variant_counter_keys` per variant (one tuple object per distinct variant, context
+    and bucket, shared by the decisions that served it). Chained, exactly :func:`dco.learning.counter_keys`:
+    same keys, same order. Memoized. ``context`` is the event's ``(dimension, value)`` pairs; ``bucket`` is
+    ``ts // bucket width`` (None: no time-bucketed counters).
+
+    >>> decision_segments("cr|h1", "cr", ("headline=h1",), (("region", "pnw"),), False, None)
+    (('arm:cr|h1', 'arm:cr', 'split:optimized', 'arm:cr|h1@region=pnw'), ('comp:cr|headline=h1', \
+'comp:cr|headline=h1@region=pnw'))
+    """
+    memo_key = (arm, creative, variants, context, holdout, bucket)
+    segments = _decision_segments.get(memo_key)
+    if segments is not None:
+        return segments
+    dims = context if len(context) < 2 or _is_sorted(context) else tuple(sorted(context))
+    suffix = None if bucket is None else f"{BUCKET_SUFFIX}{bucket}"
+    built = [tuple(arm_counter_keys(arm, creative, dims, holdout, suffix))]
+    if not holdout:
+        for item in variants:
+            part_key = (creative, item, dims, suffix)
+            part = _variant_segments.get(part_key)
+            if part is None:
+                part = tuple(variant_counter_keys(creative, item, dims, suffix))
+                if len(_variant_segments) >= KEY_MEMO_SIZE:
+                    _variant_segments.clear()
+                _variant_segments[part_key] = part
+            built.append(part)
+    segments = tuple(built)
+    if len(_decision_segments) >= KEY_MEMO_SIZE:
+        _decision_segments.clear()
+    _decision_segments[memo_key] = segments
+    return segments
+
+
+def _is_sorted(pairs: tuple[tuple[str, str], ...]) -> bool:
+    return all(pairs[i] < pairs[i + 1] for i in range(len(pairs) - 1))
 
 
 # ------------------------------------------------------------------------------------- counters -> stats rows
