@@ -196,6 +196,17 @@ def _print(result: dict[str, Any], as_json: bool, title: str) -> None:
         print(f"  {key:<{width}}  {shown}")
 
 
+
+def _share(text: str) -> float:
+    """An argparse type: a fraction between 0 and 1 (``--unseen``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number between 0 and 1, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text!r}")
+    return value
+
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.bench == "load":
         _print(bench_load(args.products, args.repeat), args.json, f"snapshot load, {args.products:,} products")
@@ -209,7 +220,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from dco_local.bench_bandit import run as bench_bandit
 
         reps = args.repeat or 20_000  # the defaults of ``python -m dco_local.bench_bandit``
-        result = bench_bandit(args.arms, reps=reps, mab_reps=500, seed=1, unseen=0.1)
+        result = bench_bandit(args.arms, reps=reps, mab_reps=500, seed=1, unseen=args.unseen)
         _print(result, args.json, f"Thompson step, {args.arms} arms")
     elif args.bench == "fold":
         from dco_local.bench_fold import bench_fold
@@ -239,6 +250,8 @@ def add_parser(sub: Any) -> None:
     decide.add_argument("--decisions", type=int, default=5000)
     bandit = kinds.add_parser("bandit", help="Thompson step vs MABWiser")
     bandit.add_argument("--arms", type=int, default=600)
+    bandit.add_argument("--unseen", type=_share, default=0.1,
+                        help="share of arms with no impressions yet (0 = every arm seen; default 0.1)")
     fold = kinds.add_parser("fold", help="fold aggregation throughput and writes per batch vs a per-event fold")
     fold.add_argument("--events", type=int, default=100_000)
     http = kinds.add_parser("http", help="decide over real HTTP through the local gateway vs in-process")

@@ -35,3 +35,21 @@ def test_bench_bandit_compares_the_same_arms() -> None:
     assert result["arms"] == 50
     assert result["ratio"] == round(result["mabwiser_p50_us"] / result["dco_p50_us"], 1)
     assert result["dco_cached_p50_us"] > 0 and result["make_rng_p50_us"] > 0
+
+
+def test_bench_bandit_cli_passes_unseen_and_rejects_a_share_outside_0_1(capsys) -> None:
+    pytest.importorskip("mabwiser")
+    import json
+
+    from dco_local.cli import main
+
+    # GIVEN `dco bench bandit` with every arm seen
+    assert main(["bench", "bandit", "--arms", "30", "--unseen", "0", "--repeat", "50", "--json"]) == 0
+    # THEN the report says which regime it measured
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["unseen"] == 0.0 and result["arms"] == 30
+    # AND a share outside [0, 1] is a usage error naming the option
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "bandit", "--unseen", "1.5"])
+    assert exit_info.value.code == 2
+    assert "--unseen" in capsys.readouterr().err
