@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 from decimal import Decimal
 
+import dco.fold as fold_module
 from dco.fold import CounterFold, EventRecord, aggregate
 
 
@@ -58,8 +59,13 @@ def test_aggregate_by_parts_equals_per_record_counter_keys() -> None:
         assert list(batch.counters) == list(expected)
         for ident, (steps, sums) in expected.items():
             fold: CounterFold = batch.counters[ident]
-            assert fold.steps == steps
             assert fold.sums == sums
+            assert (fold.first, fold.last) == (steps[0][0], steps[-1][0])  # before the steps are built
+            assert fold.steps == steps
+            middle = steps[len(steps) // 2][0]
+            past = [step for step in steps if step[0] > middle]
+            assert fold.after(middle) == (
+                (sum((d for _, _, d in past), start=fold_module.Delta()), past[-1][0], past[0][1]) if past else None)
         assert batch.events == len(records)
         assert batch.created_at == max(r.created_at for r in records)
 
