@@ -53,3 +53,18 @@ def test_bench_bandit_cli_passes_unseen_and_rejects_a_share_outside_0_1(capsys) 
         main(["bench", "bandit", "--unseen", "1.5"])
     assert exit_info.value.code == 2
     assert "--unseen" in capsys.readouterr().err
+
+
+def test_bench_fold_counts_writes_per_batch_size() -> None:
+    from dco.fold import aggregate
+    from dco_local.bench_fold import parse_all, synthetic_images, writes_by_batch_size
+
+    # GIVEN 4,000 retail-shaped events
+    records = parse_all(synthetic_images(4000))
+    # WHEN they are cut into batches of 500, 1000 and 4000 (and 5000, more than there are)
+    by_size = writes_by_batch_size(records, (500, 1000, 4000, 5000))
+    # THEN each figure is the distinct counters per batch per 1,000 events, and bigger batches share more
+    assert set(by_size) == {"500", "1000", "4000"}
+    assert by_size["4000"] == round(len(aggregate(records).counters) / 4)
+    assert by_size["1000"] == round(sum(len(aggregate(records[i:i + 1000]).counters) for i in range(0, 4000, 1000)) / 4)
+    assert by_size["500"] > by_size["1000"] > by_size["4000"]
