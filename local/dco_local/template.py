@@ -323,7 +323,7 @@ class Template:
             function=function,
             table=table,
             name=name,
-            batch_size=int(props.get("BatchSize", 100)),
+            batch_size=int(self.resolve(props.get("BatchSize", 100))),
             starting_position=str(props.get("StartingPosition", "TRIM_HORIZON")),
             maximum_retry_attempts=int(props.get("MaximumRetryAttempts", -1)),
             bisect_on_error=bool(props.get("BisectBatchOnFunctionError", False)),

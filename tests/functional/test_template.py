@@ -322,13 +322,18 @@ def test_stateful_resources_survive_stack_deletion(resources: dict[str, Any]) ->
 # ------------------------------------------------------------------------------------------------------------
 
 
-def test_stream_mappings_fail_safely(resources: dict[str, Any]) -> None:
+def test_stream_mappings_fail_safely(template: dict[str, Any], resources: dict[str, Any]) -> None:
     mapped = {}
     for name, function in _functions(resources).items():
         for event in _events(function, "DynamoDB") + _events(function, "Kinesis"):
             mapped[name] = event["Stream"]
             assert event["StartingPosition"] == "TRIM_HORIZON"
-            assert 1 <= event["BatchSize"] <= 10_000
+            size = event["BatchSize"]
+            if isinstance(size, dict):  # a parameter (FoldBatchSize): its default and its bounds must fit
+                spec = template["Parameters"][size["Ref"]]
+                assert 1 <= spec["MinValue"] <= spec["Default"] <= spec["MaxValue"] <= 10_000
+            else:
+                assert 1 <= size <= 10_000
             assert event["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
             assert event["BisectBatchOnFunctionError"] is True
             assert 0 <= event["MaximumRetryAttempts"] <= 10, "retries must be bounded (not -1)"
