@@ -18,7 +18,10 @@ bodies are shared with track (dco.aws.handler_support).
 Cold start (docs/performance.md, "coldstart"): no X-Ray SDK. decide makes no downstream call worth a subsegment
 (at most a few conditional S3 GETs per refresh interval and one SSM read per five minutes), and Powertools'
 Tracer would import aws-xray-sdk (about 250 ms). With ``Tracing: Active`` (infra/template.yaml) Lambda still
-records the function's init and invocation segments.
+records the function's init and invocation segments. No boto3 and no Jinja2 either: the S3 and SSM clients come
+from one botocore session (dco.aws.handler_support.Clients) and ads render with dco.minitemplate, the default
+engine of dco.render (byte-identical to Jinja2 for the shipped templates). tests/unit/test_handler_support.py
+serves a first decision in a fresh interpreter where neither can be imported.
 """
 
 from __future__ import annotations
@@ -71,7 +74,7 @@ def get_keys() -> KeyRing:
 
 
 _state: dict[str, Any] = {}
-_clients = support.Clients()  # boto3 session and clients of this execution environment
+_clients = support.Clients()  # botocore session and clients of this execution environment
 
 
 def _settings() -> Settings:

@@ -86,7 +86,7 @@ def get_keys() -> KeyRing:
 
 
 _state: dict[str, Any] = {}
-_clients = support.Clients()  # boto3 session and clients of this execution environment
+_clients = support.Clients()  # botocore session and clients of this execution environment
 
 
 def _settings() -> Settings:

@@ -438,10 +438,19 @@ def test_layers_split_runtime_package_from_dependencies(
     dco = resources["DcoLayer"]
     assert (TEMPLATE_PATH.parent / dco["Properties"]["ContentUri"]).resolve() == ROOT / "layers" / "dco"
     assert dco["Metadata"]["BuildMethod"] == "makefile"
-    assert "build-DcoLayer:" in (ROOT / "layers" / "dco" / "Makefile").read_text()
+    dco_make = (ROOT / "layers" / "dco" / "Makefile").read_text()
+    assert "build-DcoLayer:" in dco_make
     deps = resources["DepsLayer"]
     deps_dir = (TEMPLATE_PATH.parent / deps["Properties"]["ContentUri"]).resolve()
-    assert deps["Metadata"]["BuildMethod"] == "python3.11"
+    assert deps["Metadata"]["BuildMethod"] == "makefile"
+    deps_make = (deps_dir / "Makefile").read_text()
+    assert "build-DepsLayer:" in deps_make
+    # Both layers ship bytecode Lambda can use: /opt is read-only, and sam zips with 1980 timestamps, so only
+    # hash-based .pyc validate; the dependencies are arm64 / cp311 wheels for the python3.11 runtime.
+    for make in (dco_make, deps_make):
+        assert "compileall" in make and "--invalidation-mode unchecked-hash" in make
+    assert "--platform manylinux2014_aarch64" in deps_make and "--python-version 3.11" in deps_make
+    assert "-r requirements.txt" in deps_make and "--only-binary=:all:" in deps_make
 
     def names(path: Path) -> set[str]:
         out = set()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from dataclasses import replace
 from html.parser import HTMLParser
@@ -519,3 +521,24 @@ def test_parse_size() -> None:
     with pytest.raises(RequestError):
         parse_size("300x250x1")
 
+
+
+def test_the_default_engine_is_minitemplate_and_jinja2_is_imported_only_on_request():
+    # GIVEN a fresh interpreter (this process may have imported Jinja2 already)
+    script = (
+        "import sys\n"
+        "from dco.render import DEFAULT_ENGINE, Renderer\n"
+        "assert DEFAULT_ENGINE == 'mini' and Renderer().engine == 'mini'\n"
+        "assert 'jinja2' not in sys.modules and 'markupsafe' not in sys.modules\n"
+        "try:\n"
+        "    import jinja2  # noqa: F401\n"
+        "except ImportError:\n"
+        "    print('ok')\n"
+        "else:\n"
+        "    assert Renderer(engine='jinja2').engine == 'jinja2'\n"
+        "    print('ok')\n"
+    )
+    # WHEN it builds the default renderer, THEN Jinja2 (about 25 ms of decide's cold start) is not loaded
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"

@@ -1,8 +1,9 @@
 """A small template engine for exactly the Jinja2 subset the shipped ad templates use (standard library only).
 
 Why: the decision core must render with only the standard library (Pyodide, docs/edge.md), and Jinja2 needs
-MarkupSafe, which ships a C extension. :mod:`dco.render` uses Jinja2 when it is importable and this module
-otherwise; both give byte-identical output for every shipped template (tests/unit/test_minitemplate.py renders
+MarkupSafe, which ships a C extension. :mod:`dco.render` uses this module by default everywhere (Lambda too: it
+saves Jinja2's import on cold start) and Jinja2 on request (``Renderer(engine="jinja2")``); both give
+byte-identical output for every shipped template (tests/unit/test_minitemplate.py renders
 every template in every format over an injection corpus with both and compares).
 
 Data flow::

@@ -26,9 +26,11 @@ Templates are Jinja2 sources shipped in ``dco/templates`` and read once with :mo
 ``DictLoader`` (works from a zip import and in Pyodide, unlike ``PackageLoader``). Build one :class:`Renderer` per
 warm process; it compiles each template once. Templates are trusted code (not sandboxed); ad content is not.
 
-Engines: Jinja2 when it is importable, else :mod:`dco.minitemplate` (standard library only: Pyodide, the
-``dco-runtime`` wheel without extras), which implements exactly the Jinja2 subset the shipped templates use and
-renders them byte-identically (tests/unit/test_minitemplate.py). ``Renderer(engine="mini")`` forces it.
+Engines: :mod:`dco.minitemplate` by default (standard library only: Lambda, Pyodide, the ``dco-runtime`` wheel
+without extras), which implements exactly the Jinja2 subset the shipped templates use and renders them
+byte-identically (tests/unit/test_minitemplate.py renders every shipped template in every format over an
+injection corpus with both engines and compares). ``Renderer(engine="jinja2")`` uses Jinja2 instead, imported
+only then: decide never pays its import (about 25 ms of cold start, docs/performance.md, "coldstart").
 """
 
 from __future__ import annotations
@@ -46,15 +48,8 @@ from typing import Any
 from dco import __version__, minitemplate
 from dco.campaign import AD_FORMATS, MediaFile
 from dco.errors import ConfigError, RequestError
+from dco.minitemplate import Markup
 from dco.tracking import safe_url
-
-_jinja2: Any
-try:  # pragma: no cover - which branch runs depends on the environment
-    import jinja2 as _jinja2
-    from markupsafe import Markup
-except ImportError:  # pragma: no cover
-    _jinja2 = None
-    from dco.minitemplate import Markup  # type: ignore[assignment]
 
 __all__ = [
     "CONTENT_TYPES",
@@ -81,7 +76,7 @@ CONTENT_TYPES: dict[str, str] = {
     "vast": "application/xml",
 }
 TEMPLATE_ENGINES: tuple[str, ...] = ("jinja2", "mini")
-DEFAULT_ENGINE = "mini" if _jinja2 is None else "jinja2"
+DEFAULT_ENGINE = "mini"
 VAST_VERSION = "4.2"
 DEFAULT_CTA = "Learn more"
 
@@ -171,7 +166,11 @@ def js_literal(value: object) -> str:
 def xml_text(value: object) -> Markup:
     """``value`` escaped for XML text or a quoted attribute; tab, LF and CR as character references, so a
     parser gives back exactly :func:`clean_text` of the value."""
-    return Markup(clean_text(value).translate(_XML_ESCAPES))
+    return Markup(_xml_escaped(value))
+
+
+def _xml_escaped(value: object) -> str:
+    return clean_text(value).translate(_XML_ESCAPES)
 
 
 def parse_size(size: str | None) -> tuple[int, int] | None:
@@ -274,17 +273,15 @@ class Renderer:
     ``templates`` (file name -> Jinja2 source) adds templates or replaces shipped ones by name; an HTML
     template ``<name>.html`` is selected by ``AdContent.template == name``. ``_base.html`` is the shared
     document frame, ``tag.js`` the JS loader (every value through ``|tojs``), ``vast.xml`` the VAST document
-    (every value through ``|xmltext``). ``engine`` is ``"jinja2"``, ``"mini"`` (:mod:`dco.minitemplate`) or
-    None for :data:`DEFAULT_ENGINE` (Jinja2 when installed).
+    (every value through ``|xmltext``). ``engine`` is ``"mini"`` (:mod:`dco.minitemplate`), ``"jinja2"`` (when
+    installed) or None for :data:`DEFAULT_ENGINE` (``"mini"``).
     """
 
     def __init__(self, templates: Mapping[str, str] | None = None, *, engine: str | None = None) -> None:
         sources = _package_templates()
         sources.update(templates or {})
         engine = engine or DEFAULT_ENGINE
-        if engine not in TEMPLATE_ENGINES or (engine == "jinja2" and _jinja2 is None):
-            raise ValueError(f"template engine must be one of {TEMPLATE_ENGINES} (and installed), got {engine!r}")
-        lib: Any = _jinja2 if engine == "jinja2" else minitemplate
+        lib, markup = _engine(engine)
         self.engine = engine
         self._env = lib.Environment(
             loader=lib.DictLoader(sources),
@@ -294,8 +291,9 @@ class Renderer:
             lstrip_blocks=True,
             auto_reload=False,
         )
-        self._env.filters["tojs"] = lambda value: Markup(js_literal(value))
-        self._env.filters["xmltext"] = xml_text
+        # each engine's own Markup class (MarkupSafe's for Jinja2), as its autoescape expects
+        self._env.filters["tojs"] = lambda value: markup(js_literal(value))
+        self._env.filters["xmltext"] = lambda value: markup(_xml_escaped(value))
         self._compiled: dict[str, Any] = {}
         self._html_names = frozenset(
             name[: -len(".html")] for name in sources if name.endswith(".html") and not name.startswith("_")
@@ -434,6 +432,21 @@ def _media_dict(media: MediaFile) -> dict[str, object]:
         "bitrate": int(media.bitrate) if media.bitrate is not None else None,
         "delivery": clean_text(media.delivery),
     }
+
+
+def _engine(name: str) -> tuple[Any, type[str]]:
+    """``(module with Environment/DictLoader/StrictUndefined, its Markup class)`` of a template engine."""
+    if name == "mini":
+        return minitemplate, Markup
+    if name == "jinja2":
+        try:
+            import jinja2
+            from markupsafe import Markup as SafeMarkup
+        except ImportError:  # pragma: no cover - jinja2 is an extra
+            pass
+        else:
+            return jinja2, SafeMarkup
+    raise ValueError(f"template engine must be one of {TEMPLATE_ENGINES} (and installed), got {name!r}")
 
 
 @cache

@@ -63,8 +63,9 @@ _PARSED: dict[str, KeyRing] = {}
 def load_keys(parameter_name: str, *, max_age: int = DEFAULT_MAX_AGE, provider: Any | None = None) -> KeyRing:
     """The key ring held in SSM parameter ``parameter_name`` (decrypted), cached ``max_age`` seconds.
 
-    ``provider`` is a Powertools ``SSMProvider`` (tests pass one over a moto client); the module default is
-    used otherwise.
+    ``provider`` is anything with ``get(name, decrypt=, max_age=)`` and that caching rule: the handlers pass a
+    :class:`dco.aws.handler_support.SSMParameters` (a plain botocore SSM client, so decide never imports boto3),
+    tests may pass a Powertools ``SSMProvider`` over a moto client; Powertools' module default otherwise.
     """
     if not parameter_name:
         raise ValueError("DCO_HMAC_PARAMETER must be set (see docs/storage.md)")

@@ -11,8 +11,9 @@ One class, :class:`S3Store`, implements two ports of the core:
   first publication; a 412 becomes :class:`~dco.ingest.PointerConflictError`) and report writes.
 
 It also carries :meth:`S3Store.rollback`, which the ``dco rollback`` command calls to point a campaign back at an
-earlier snapshot. The boto3 client is built only when none is given (tests pass moto's); ``session`` (a
-``boto3.session.Session``) lets a handler build all its clients from one session (one botocore loader).
+earlier snapshot. The client is built only when none is given (tests pass moto's); ``session`` (a
+``botocore.session.Session``, or a ``boto3.session.Session``) lets a handler build all its clients from one
+session (one botocore loader).
 """
 
 from __future__ import annotations
@@ -47,25 +48,40 @@ def _status(exc: Exception) -> int:
     return int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
 
 
+def s3_client(session: Any | None = None, *, response_checksums: str = "when_supported") -> Any:
+    """An S3 client with short timeouts and standard retries.
+
+    ``session`` is a ``botocore.session.Session`` (decide and track: no boto3 import, docs/performance.md,
+    "coldstart"), a ``boto3.session.Session``, or None for boto3's default session. ``response_checksums`` is
+    botocore's ``response_checksum_validation``: the serving functions pass ``"when_required"`` (see
+    :meth:`dco.aws.handler_support.Clients.s3_store`).
+    """
+    from botocore.config import Config
+
+    config = Config(
+        connect_timeout=2,
+        read_timeout=5,
+        retries={"max_attempts": 3, "mode": "standard"},
+        response_checksum_validation=response_checksums,
+    )
+    if session is None:
+        import boto3
+
+        return boto3.client("s3", config=config)
+    if hasattr(session, "create_client"):  # botocore
+        return session.create_client("s3", config=config)
+    return session.client("s3", config=config)
+
+
 class S3Store:
-    """The data bucket. ``client`` is a boto3 S3 client; one is built (with short timeouts) when omitted."""
+    """The data bucket. ``client`` is a boto3/botocore S3 client; one is built by :func:`s3_client` (from
+    ``session`` when given) when omitted."""
 
     def __init__(self, bucket: str, client: Any | None = None, *, session: Any | None = None) -> None:
         if not bucket:
             raise ValueError("bucket name is required")
         self.bucket = bucket
-        if client is None:
-            from botocore.config import Config
-
-            if session is None:
-                import boto3
-
-                session = boto3
-            client = session.client(
-                "s3",
-                config=Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 3, "mode": "standard"}),
-            )
-        self.client = client
+        self.client = client if client is not None else s3_client(session)
 
     # ------------------------------------------------------------------------------- Source (decide, track)
 
