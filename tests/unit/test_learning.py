@@ -385,3 +385,16 @@ def test_an_earlier_slot_looks_ahead_to_its_best_completion():
 
     assert ratio(0.0) < 1.0  # per-slot effects: x ahead
     assert ratio(10.0) > 1.2  # with its best CTA, y is ahead (600 against 400 clicks)
+
+
+def test_fits_follow_each_tables_combinations_whatever_was_seen_before():
+    # GIVEN two campaigns in one process with the same creative id, two slots and then three
+    two = _table({}, arms={"cr|x.p@region=pnw": [1000, 40, 0, 0.0], "cr|y.q@region=pnw": [1000, 20, 0, 0.0]})
+    three = _table({}, arms={"cr|x.p.a@region=pnw": [1000, 40, 0, 0.0], "cr|y.q.b@region=pnw": [1000, 20, 0, 0.0],
+                             "cr|x.q@region=pnw": [1000, 30, 0, 0.0]})
+    # WHEN each is fitted
+    fit_two = learning._fits(two, "cr", "click", learning.DEFAULT_PARAMS)["pnw"]
+    fit_three = learning._fits(three, "cr", "click", learning.DEFAULT_PARAMS)["pnw"]
+    # THEN each fit has its table's positions (a combination of another width than the first key is left out)
+    assert [sorted(p) for p in fit_two.positions] == [["x", "y"], ["p", "q"]]
+    assert [sorted(p) for p in fit_three.positions] == [["x", "y"], ["p", "q"], ["a", "b"]]

@@ -118,3 +118,33 @@ def test_published_stats_carry_the_newest_combination_buckets_only():
     comp_buckets = {int(k.rpartition("#e")[2]) for k in obj["components"] if "#e" in k}
     # THEN the combination counters keep two buckets, the component counters more
     assert len(buckets) == 2 and max(buckets) == max(comp_buckets) and len(comp_buckets) > 2
+
+
+def test_cached_draw_tables_give_the_same_decisions_as_fresh_ones():
+    # GIVEN the published stats of a short run of `interactions` (combination counters: partner fit, pair terms
+    # and look-ahead all in play) and the simulator's engine
+    from dco import learning
+    from dco.device import Device
+    from dco.request import AdRequest, Geo
+    from dco.stats import StatsTable
+    from dco_local.simulate import START, build_engine, campaign_for
+
+    scenario = load_scenario("interactions")
+    obj = simulate(scenario, "dco", impressions=6000, seed=4).stats_object
+    data, _, experience = campaign_for(scenario, "dco")
+    engine = build_engine(data, "dco", learning.DEFAULT_PARAMS)
+    requests = [
+        AdRequest(experience, START, geo=Geo(country="US", region=r), device=Device(type=d), user_id=f"u{i}")
+        for i, (r, d) in enumerate([(r, d) for r in ("pnw", "southeast") for d in ("mobile", "desktop")] * 5)
+    ]
+    warm = StatsTable.from_trusted(obj)
+    # WHEN many decisions share one stats table (draw tables, per-partner tables, pair factors and fits cached
+    # across decisions), and some of them are replayed on a fresh table each (everything built for that one)
+    decisions = {seed: engine.decide(requests[seed % len(requests)], warm, seed=seed) for seed in range(600)}
+    for seed in range(0, 600, 15):
+        fresh = StatsTable.from_object(obj) if seed % 2 else StatsTable.from_trusted(obj)
+        # THEN the decisions are identical
+        assert engine.decide(requests[seed % len(requests)], fresh, seed=seed) == decisions[seed]
+    tables = next(v for k, v in warm.memo.items() if k[0] == "learning.tables")
+    assert sum(1 for key in tables[1] if key[-1]) > 20  # many per-partner tables were built and reused
+    assert len({d.variants for d in decisions.values()}) > 5

@@ -147,3 +147,23 @@ def test_precomputed_bounds_give_the_same_choice() -> None:
         plain = thompson(succ, trials, make_rng(seed))
         cached = thompson(succ, trials, make_rng(seed), bounds=table.bounds_at(idx))
         assert plain == cached
+
+
+def test_trusted_table_reads_like_a_validated_one() -> None:
+    # GIVEN an object this process built itself, and the same object validated
+    checked, trusted = StatsTable.from_object(OBJ), StatsTable.from_trusted(OBJ)
+    keys = ["c", "a", "nope", "b"]
+    # THEN every read is the same (successes capped at impressions, unknown arms as zeros)
+    for objective in ("click", "conversion"):
+        assert [_floats(x) for x in trusted.counts(keys, objective)] == [_floats(x) for x in checked.counts(keys, objective)]
+    assert trusted.get("a") == checked.get("a") and trusted.component("headline:1") == checked.component("headline:1")
+    assert (trusted.campaign, trusted.updated_at, len(trusted)) == (checked.campaign, checked.updated_at, 3)
+    assert len(StatsTable.from_trusted({"version": 1, "campaign": "c", "arms": {}})) == 0
+
+
+def test_only_the_trusted_constructor_skips_validation() -> None:
+    bad = {"version": 1, "campaign": "c", "arms": {"a": [1, -1, 0, 0.0]}}
+    with pytest.raises(ValueError, match="clicks"):
+        StatsTable.from_object(bad)
+    with pytest.raises(ValueError, match="clicks"):
+        StatsTable(bad)

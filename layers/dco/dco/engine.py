@@ -460,41 +460,49 @@ class Engine:
         the combination counters). The propensity is the product of the per-slot choice probabilities (exact
         for both).
         """
-        from dco.targeting import rules_match
-
-        excluded: dict[str, set[str]] = {}
-        for a, b in creative.exclusions:
-            excluded.setdefault(a, set()).add(b)
-            excluded.setdefault(b, set()).add(a)
-        now_local = request.now.astimezone(_zone(self.campaign.timezone))
         if rotation == "algo" and self.assembly == "combination":
+            now_local = request.now.astimezone(_zone(self.campaign.timezone))
             return self._assemble_combination(creative, signals, request, stats, rng, now_local, trace)
+        slots, excluded = _assembly(creative)
+        now_local = None  # only variant rules need the local time
         chosen: list[tuple[str, str]] = []
+        chosen_ids: tuple[str, ...] = ()
         propensity = 1.0
         slot_trace: dict[str, Any] = {}
-        for slot, variants in creative.slots.items():
-            if _ruleless(variants):
-                eligible: Sequence[Variant] = variants
-            else:
+        algo = rotation == "algo"
+        if algo:
+            choose = learning.choose_variant
+            objective, prior, params = self.campaign.objective, self.campaign.prior, self.learning_params
+        for slot, variants, ruleless, ids in slots:
+            eligible: Sequence[Variant] = variants
+            eligible_ids: tuple[str, ...] | None = ids  # the cached tuple: choose_variant's fast path
+            if not ruleless:
+                from dco.targeting import rules_match
+
+                if now_local is None:
+                    now_local = request.now.astimezone(_zone(self.campaign.timezone))
                 eligible = [
                     v for v in variants if v.rules is None or rules_match(v.rules, signals, request.segments, now_local)
                 ]
+                eligible_ids = None
             if excluded and chosen:
-                blocked = set().union(*(excluded.get(v, set()) for _, v in chosen))
-                eligible = [v for v in eligible if v.id not in blocked]
+                blocked = set().union(*(excluded.get(v, set()) for v in chosen_ids))
+                if blocked:
+                    eligible = [v for v in eligible if v.id not in blocked]
+                    eligible_ids = None
             if not eligible:
                 return None, 0.0
-            if rotation == "algo":
-                choice = learning.choose_variant(
-                    stats, creative.id, slot, _ids(eligible), signals, self.campaign.objective, rng,
-                    prior=self.campaign.prior, params=self.learning_params, explain=trace is not None,
-                    chosen=tuple(v for _, v in chosen),
+            if algo:
+                choice = choose(
+                    stats, creative.id, slot, eligible_ids if eligible_ids is not None else _ids(eligible), signals,
+                    objective, rng, prior=prior, params=params, explain=trace is not None, chosen=chosen_ids,
                 )
             else:
                 choice = bandit.uniform(len(eligible), rng)
             picked = eligible[choice.index]
             propensity *= choice.propensity
             chosen.append((slot, picked.id))
+            chosen_ids += (picked.id,)
             if trace is not None:
                 slot_trace[slot] = {
                     "eligible": len(eligible),
@@ -661,12 +669,38 @@ class Engine:
         return self._id_rows().get(product_id)
 
 
+# Per-object caches that keep their keys alive (so an id is never reused while cached): bounded, emptied when
+# full, so creatives of snapshots replaced long ago do not pile up in a warm process.
+_OBJECT_CACHE_SIZE = 4096
+_ASSEMBLY: dict[int, tuple[Creative, list[tuple[str, tuple[Variant, ...], bool, tuple[str, ...]]], dict[str, set[str]]]] = {}
+
+
+def _assembly(
+    creative: Creative,
+) -> tuple[list[tuple[str, tuple[Variant, ...], bool, tuple[str, ...]]], dict[str, set[str]]]:
+    """Per slot ``(name, variants, no variant has rules, variant ids)`` and the exclusions as variant -> the
+    variants it excludes, cached per creative object (they live as long as the campaign)."""
+    found = _ASSEMBLY.get(id(creative))
+    if found is None or found[0] is not creative:
+        excluded: dict[str, set[str]] = {}
+        for a, b in creative.exclusions:
+            excluded.setdefault(a, set()).add(b)
+            excluded.setdefault(b, set()).add(a)
+        slots = [(slot, variants, _ruleless(variants), _ids(variants)) for slot, variants in creative.slots.items()]
+        if len(_ASSEMBLY) >= _OBJECT_CACHE_SIZE:
+            _ASSEMBLY.clear()
+        found = _ASSEMBLY[id(creative)] = (creative, slots, excluded)
+    return found[1], found[2]
+
+
 _SLOT_INFO: dict[int, tuple[tuple[Variant, ...], bool, tuple[str, ...]]] = {}
 
 
 def _slot_info(variants: tuple[Variant, ...]) -> tuple[tuple[Variant, ...], bool, tuple[str, ...]]:
     found = _SLOT_INFO.get(id(variants))
     if found is None or found[0] is not variants:
+        if len(_SLOT_INFO) >= _OBJECT_CACHE_SIZE:
+            _SLOT_INFO.clear()
         found = _SLOT_INFO[id(variants)] = (variants, all(v.rules is None for v in variants), tuple(v.id for v in variants))
     return found
 

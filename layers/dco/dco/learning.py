@@ -545,7 +545,7 @@ class _Fit:
 
     def __init__(self) -> None:
         self.data: Any = None  # (index per position, impressions, successes, fitted successes) per row
-        self.pairs: dict[tuple[int, int], Any] = {}
+        self.pairs: dict[tuple[Any, ...], Any] = {}  # pair tables, factors and look-aheads, by kind and positions
         self.positions: list[dict[str, int]] = []
         self.shape: list[list[float]] = []
         self.rate: list[list[float]] = []
@@ -559,6 +559,7 @@ def _fit_additive(
     prior: _Fit | None,
     k: float,
     sweeps: int,
+    indexed: tuple[list[dict[str, int]], list[Any], Any, Any] | None = None,
 ) -> _Fit:
     """Fit ``rate(combination) = mu * prod_p f_p[v_p]`` to ``(variant ids, impressions, successes)`` rows.
 
@@ -568,12 +569,19 @@ def _fit_additive(
     were served with (in expected successes at ``f = 1``), and ``g_p[v]`` the prior centre (``prior``'s effect,
     1 without one). The partners' adjustment is what per-variant marginal counts lack: a variant served mostly
     next to strong partners looks better than it is, one explored early next to random partners worse.
+
+    ``indexed`` (numpy only, instead of ``rows``): the rows already laid out as ``(positions, index arrays per
+    position, impressions, successes)`` (:func:`_fits`).
     """
     fit = _Fit()
-    width = len(rows[0][0])
-    fit.positions = [{} for _ in range(width)]
-    index = [[fit.positions[p].setdefault(parts[p], len(fit.positions[p])) for parts, _, _ in rows]
-             for p in range(width)]
+    if indexed is not None:
+        fit.positions, index, n_given, s_given = indexed
+        width = len(fit.positions)
+    else:
+        width = len(rows[0][0])
+        fit.positions = [{} for _ in range(width)]
+        index = [[fit.positions[p].setdefault(parts[p], len(fit.positions[p])) for parts, _, _ in rows]
+                 for p in range(width)]
     sizes = [len(d) for d in fit.positions]
     centre = []
     for p in range(width):
@@ -583,17 +591,21 @@ def _fit_additive(
             for v, j in fit.positions[p].items():
                 g[j] = known.get(v, 1.0)
         centre.append(g)
-    imps = [float(r[1]) for r in rows]
-    succ = [float(r[2]) for r in rows]
-    total_s = sum(succ)
+    if indexed is not None:
+        imps, succ = n_given, s_given
+        total_s = float(s_given.sum())
+    else:
+        imps = [float(r[1]) for r in rows]
+        succ = [float(r[2]) for r in rows]
+        total_s = sum(succ)
     if np is not None:
-        n_arr = np.asarray(imps)
-        s_arr = np.asarray(succ)
+        n_arr = np.asarray(imps, dtype=float)
+        s_arr = np.asarray(succ, dtype=float)
         idx = [np.asarray(ix, dtype=np.intp) for ix in index]
         g_arr = [np.asarray(g) for g in centre]
         s_pos = [np.bincount(idx[p], weights=s_arr, minlength=sizes[p]) for p in range(width)]
         f = [g.copy() for g in g_arr]
-        prod = np.ones(len(rows))
+        prod = np.ones(len(n_arr))
         for p in range(width):
             prod = prod * f[p][idx[p]]
         mu = max(total_s, 0.5) / max(float(n_arr @ prod), 1.0)
@@ -674,6 +686,9 @@ def _fits(
     items = getattr(stats, "items_with_separator", None)
     if items is None or params.partner_strength <= 0:
         return out
+    if np is not None:
+        out.update(_fits_np(stats, creative, objective, params, recent))
+        return out
     prefix = f"{creative}|"
     dim = ARM_CONTEXT_DIMENSIONS[0]
     marker = f"@{dim}="
@@ -729,6 +744,172 @@ def _fits(
         out[value] = _fit_additive(
             [(p, v[0], v[1]) for p, v in rs.items()], national if params.national_prior else None, k, params.sweeps
         )
+    return out
+
+
+class _Combos:
+    """Combination arm keys seen by this process, parsed once: ``<creative>|<v1>.<v2>...`` -> an id, and per
+    position the variant of each id as an id into ``names``. Lives across stats tables (the keys of a campaign
+    recur at every refresh); :func:`_combos` starts over when it grows past a bound."""
+
+    LIMIT = 200_000
+
+    def __init__(self) -> None:
+        self.ids: dict[str, int] = {}
+        self.widths: list[int] = []  # per combination id: its number of positions
+        self.columns: list[list[int]] = []  # per position: variant id per combination id (-1: no such position)
+        self.variant_ids: dict[str, int] = {}
+        self.names: list[str] = []
+        self.names_array: Any = None
+        self.arrays: tuple[int, list[Any]] = (0, [])
+        self.parsed: dict[str, int] = {}  # arm key -> packed (combination id, value id, bucket + 1), -1: not one
+        self.value_ids: dict[str, int] = {}  # context value -> id
+        self.values: list[str] = []
+
+    def combo(self, head: str, prefix_len: int) -> int:
+        found = self.ids.get(head)
+        if found is None:
+            parts = head[prefix_len:].split(".")
+            while len(self.columns) < len(parts):
+                self.columns.append([-1] * len(self.widths))
+            for p, column in enumerate(self.columns):
+                if p < len(parts):
+                    v = self.variant_ids.get(parts[p])
+                    if v is None:
+                        v = self.variant_ids[parts[p]] = len(self.names)
+                        self.names.append(parts[p])
+                    column.append(v)
+                else:
+                    column.append(-1)
+            found = self.ids[head] = len(self.widths)
+            self.widths.append(len(parts))
+        return found
+
+    def position_arrays(self) -> list[Any]:
+        """``[widths, column of position 0, column of position 1, ...]`` as index arrays."""
+        assert np is not None
+        size, arrays = self.arrays
+        if size != len(self.ids):
+            arrays = [np.asarray(self.widths, dtype=np.intp)] + [np.asarray(c, dtype=np.intp) for c in self.columns]
+            self.arrays = (len(self.ids), arrays)
+            self.names_array = np.asarray(self.names, dtype=object)
+        return arrays
+
+
+_COMBOS: dict[tuple[str, str], _Combos] = {}
+
+
+def _combos(creative: str, marker: str) -> _Combos:
+    found = _COMBOS.get((creative, marker))
+    if found is None or len(found.parsed) > _Combos.LIMIT:
+        found = _COMBOS[(creative, marker)] = _Combos()
+    return found
+
+
+_BUCKET_BITS = 26  # the packed parse of a combination key: combination id, context value id, bucket + 1
+_VALUE_BITS = 12
+
+
+def _arm_rows(stats: Any, reg: _Combos, prefix: str, marker: str) -> tuple[Any, Any]:
+    """The creative's combination counters in one pass over the stats keys: ``(stats rows, codes)``, a code
+    packing ``(combination id, context value id, bucket + 1)`` (bucket + 1 = 0: no time bucket) of
+    :class:`_Combos`; keys of other creatives or with a malformed bucket are left out."""
+    assert np is not None
+    items = stats.items_with_separator(marker)
+    get = reg.parsed.get
+    codes = np.fromiter((get(name, -2) for name, _ in items), dtype=np.int64, count=len(items))
+    for at in np.nonzero(codes == -2)[0].tolist():  # keys not met before: parsed once per process
+        name = items[at][0]
+        code = -1
+        if name.startswith(prefix):
+            base, sep, bucket = name.partition(BUCKET_SUFFIX)
+            b = 0
+            if sep:
+                try:
+                    b = int(bucket) + 1
+                except ValueError:
+                    b = -1
+            if 0 <= b < 1 << _BUCKET_BITS:
+                head, _, value = base.rpartition(marker)
+                v = reg.value_ids.get(value)
+                if v is None:
+                    v = reg.value_ids[value] = len(reg.values)
+                    reg.values.append(value)
+                if v < 1 << _VALUE_BITS:
+                    code = (reg.combo(head, len(prefix)) << (_VALUE_BITS + _BUCKET_BITS)) | (v << _BUCKET_BITS) | b
+        reg.parsed[name] = code
+        codes[at] = code
+    rows = np.fromiter((row for _, row in items), dtype=np.intp, count=len(items))
+    keep = codes >= 0
+    return rows[keep], codes[keep]
+
+
+def _fits_np(
+    stats: Any, creative: str, objective: str, params: LearningParams, recent: bool
+) -> dict[str | None, _Fit]:
+    """:func:`_fits` with numpy: the keys parsed once per process (:class:`_Combos`), the counts summed per
+    (context value, combination) with ``bincount``, the rows handed to :func:`_fit_additive` already indexed."""
+    assert np is not None
+    out: dict[str | None, _Fit] = {}
+    prefix = f"{creative}|"
+    dim = ARM_CONTEXT_DIMENSIONS[0]
+    marker = f"@{dim}="
+    reg = _combos(creative, marker)
+    memo = _memo(stats)
+    both = memo.get(("learning.arm_rows", creative, marker))
+    if both is None:
+        both = memo[("learning.arm_rows", creative, marker)] = _arm_rows(stats, reg, prefix, marker)
+    rows, codes = both
+    bucket_plus = codes & ((1 << _BUCKET_BITS) - 1)
+    mine = bucket_plus > 0 if recent else bucket_plus == 0
+    if not mine.any():
+        return out
+    rows, codes, bucket_plus = rows[mine], codes[mine], bucket_plus[mine]
+    cid = (codes >> (_VALUE_BITS + _BUCKET_BITS)).astype(np.intp)
+    values = ((codes >> _BUCKET_BITS) & ((1 << _VALUE_BITS) - 1)).astype(np.intp)
+    widths, *columns = reg.position_arrays()
+    successes, trials = stats.counts_at(rows, objective)
+    if recent:
+        b_arr = bucket_plus - 1
+        age = b_arr.max() - b_arr
+        decay = math.log(0.5) * params.bucket_s / params.arm_half_life_s
+        w = np.where(age < params.arm_buckets, np.exp(decay * age), 0.0)
+        n = trials * w
+        s = np.minimum(successes * w, n)
+    else:
+        n = np.asarray(trials, dtype=float)
+        s = np.minimum(successes, n)
+    width = int(widths[cid[0]])  # the first key's number of positions: a combination of another is skipped
+    columns = columns[:width]
+    keep = (n > 0) & (widths[cid] == width)
+    cid, n, s, vals = cid[keep], n[keep], s[keep], values[keep]
+    size = len(reg.ids)
+    k = params.partner_strength
+
+    def fit_of(n_c: Any, s_c: Any, prior: _Fit | None) -> _Fit | None:
+        used = np.nonzero(n_c > 0)[0]
+        if used.size == 0:
+            return None
+        positions: list[dict[str, int]] = []
+        index: list[Any] = []
+        for column in columns:
+            uniq, inv = np.unique(column[used], return_inverse=True)
+            positions.append(dict(zip(reg.names_array[uniq].tolist(), range(len(uniq)), strict=True)))
+            index.append(inv.reshape(-1))
+        return _fit_additive((), prior, k, params.sweeps, (positions, index, n_c[used], s_c[used]))
+
+    national = fit_of(np.bincount(cid, weights=n, minlength=size), np.bincount(cid, weights=s, minlength=size), None)
+    if national is None:
+        return out
+    out[None] = national
+    flat = vals * size + cid
+    n_vc = np.bincount(flat, weights=n, minlength=size * len(reg.values)).reshape(-1, size)
+    s_vc = np.bincount(flat, weights=s, minlength=size * len(reg.values)).reshape(-1, size)
+    for v in np.unique(vals).tolist():
+        value = reg.values[v]
+        fit = fit_of(n_vc[v], s_vc[v], national if params.national_prior else None)
+        if fit is not None:
+            out[value] = fit
     return out
 
 
@@ -816,17 +997,30 @@ def slot_counts(
     ``signals`` (those among ``params.dims``), on discounted counts. Pass the result to
     :func:`dco.bandit.thompson` with the campaign prior.
     """
-    table = _decayed(stats, params)
-    col = 1 if objective == "click" else 2
-    k = params.strength
-    zero = (0.0, 0.0, 0.0)
-    bases = [component_key(creative, slot, v) for v in variants]
     ctx = _context_values(signals, params)
-    # everything but the pair terms is the same for every set of chosen partners: once per stats table
+    return _slot_pseudo(stats, creative, slot, variants, ctx, objective, params, chosen)
+
+
+def _slot_base(
+    stats: Any,
+    creative: str,
+    slot: str,
+    variants: Sequence[str],
+    ctx: tuple[tuple[str, str], ...],
+    objective: str,
+    params: LearningParams,
+) -> tuple[Any, ...]:
+    """Everything of :func:`slot_counts` but the pair terms (the same for every set of chosen partners): the
+    located fit (None: the component back-off), the variants' overall rows, the slot's mean, the per context
+    value rows and shifts and the other context values' shifts. Once per stats table."""
     memo = _memo(stats)
     mkey = ("learning.slot_base", creative, slot, tuple(variants), ctx, objective, params)
     found = memo.get(mkey)
     if found is None:
+        table = _decayed(stats, params)
+        col = 1 if objective == "click" else 2
+        zero = (0.0, 0.0, 0.0)
+        bases = [component_key(creative, slot, v) for v in variants]
         located = _locate_fit(stats, creative, variants, ctx, objective, params)
         drifted = _drifted(stats, creative, slot, variants, ctx, objective, params, located)
         if drifted:  # a change: short memory for every variant (stale certainty forgotten)
@@ -849,7 +1043,23 @@ def slot_counts(
                 if dv[0] not in ARM_CONTEXT_DIMENSIONS:
                     other[dv] = _context_shifts(stats, bases, dv, col, params)
         found = memo[mkey] = (located, overall, m_slot, rows_d, shift, other)
-    located, overall, m_slot, rows_d, shift, other = found
+    return found
+
+
+def _slot_pseudo(
+    stats: Any,
+    creative: str,
+    slot: str,
+    variants: Sequence[str],
+    ctx: tuple[tuple[str, str], ...],
+    objective: str,
+    params: LearningParams,
+    chosen: Sequence[str] = (),
+) -> tuple[list[float], list[float]]:
+    """:func:`slot_counts` for the context values ``ctx`` (already resolved from the signals)."""
+    located, overall, m_slot, rows_d, shift, other = _slot_base(stats, creative, slot, variants, ctx, objective, params)
+    col = 1 if objective == "click" else 2
+    k = params.strength
     adjusted = None if located is None else _partner_counts(located, variants, params, chosen)
     successes: list[float] = []
     trials: list[float] = []
@@ -978,44 +1188,74 @@ def _partner_counts(
     against what the fit predicts for them, ``k2 = pair_strength``): an interaction between slots that the
     per-slot effects cannot express."""
     fit, p, national, _ = located
-    factors: list[tuple[list[float], list[float]]] = []
-    if chosen and params.pair_strength > 0 and fit.data is not None:
+    k2 = params.pair_strength
+    factors: list[list[float]] = []
+    if chosen and k2 > 0 and fit.data is not None:
         for u in chosen:
             for q, known_q in enumerate(fit.positions):
                 ju = known_q.get(u) if q != p else None
                 if ju is not None:
-                    s_m, e_m = _pair_table(fit, q, p)
-                    factors.append((s_m[ju], e_m[ju]))
+                    factors.append(_pair_factors(fit, q, p, k2)[ju])
                     break
-    k2 = params.pair_strength
-    ahead: list[tuple[list[list[float]], list[list[float]], list[float]]] = []
+    ahead: list[list[float]] = []
     k3 = params.lookahead_strength
     if k3 > 0 and k2 > 0 and fit.data is not None:
-        done = {q for q, known_q in enumerate(fit.positions) if any(u in known_q for u in chosen)}
+        done = _done_positions(fit, chosen)
         for q in range(len(fit.positions)):
             if q != p and q not in done and fit.effect[q]:
-                s_m, e_m = _pair_table(fit, p, q)
-                eff_q = [fit.shape[q][j] / fit.rate[q][j] for j in range(len(fit.positions[q]))]
-                ahead.append((s_m, e_m, eff_q))
+                ahead.append(_lookahead(fit, p, q, k3))
     known = fit.positions[p]
     prior = national.effect[p] if params.national_prior and fit is not national and p < len(national.effect) else {}
     k = params.partner_strength
     ref = fit.ref[p]
+    shape, rate = fit.shape[p], fit.rate[p]
     out = []
     for v in variants:
         j = known.get(v)
         if j is None:
             a, b = k * prior.get(v, 1.0), k
         else:
-            a, b = fit.shape[p][j], fit.rate[p][j]
-            for s_row, e_row in factors:
-                b *= (e_row[j] + k2) / (s_row[j] + k2)
-            for s_m, e_m, eff_q in ahead:  # the best completion at a later slot, given v, against the best
-                s_row, e_row = s_m[j], e_m[j]
-                best = max(eff_q)
-                b /= max(f * (s + k3) / (e + k3) for f, s, e in zip(eff_q, s_row, e_row, strict=True)) / best
+            a, b = shape[j], rate[j]
+            for row in factors:
+                b *= row[j]
+            for row in ahead:  # the best completion at a later slot, given v, against the best
+                b /= row[j]
         out.append((a, min(max(ref * a / b, 1e-9), 0.5)))
     return out
+
+
+def _pair_factors(fit: _Fit, q: int, p: int, k2: float) -> list[list[float]]:
+    """``(E_uv + k2) / (S_uv + k2)`` for every (``u`` at ``q``, ``v`` at ``p``), ``[j_q][j_p]``: what a chosen ``u``
+    multiplies ``v``'s Gamma rate by (:func:`_partner_counts`). Once per fit, pair of positions and ``k2``."""
+    key = ("factors", q, p, k2)
+    found = fit.pairs.get(key)
+    if found is None:
+        s_m, e_m = _pair_table(fit, q, p)
+        found = fit.pairs[key] = [
+            [(e + k2) / (s + k2) for s, e in zip(s_row, e_row, strict=True)] for s_row, e_row in zip(s_m, e_m, strict=True)
+        ]
+    return found
+
+
+def _lookahead(fit: _Fit, p: int, q: int, k3: float) -> list[float]:
+    """Per variant at ``p``: its best completion at ``q`` against the best completion in general,
+    ``max_u f_u (S_vu + k3) / (E_vu + k3) / max_u f_u`` (:func:`_partner_counts`). Once per fit, pair and ``k3``."""
+    key = ("ahead", p, q, k3)
+    found = fit.pairs.get(key)
+    if found is None:
+        s_m, e_m = _pair_table(fit, p, q)
+        eff_q = [fit.shape[q][j] / fit.rate[q][j] for j in range(len(fit.positions[q]))]
+        best = max(eff_q)
+        found = fit.pairs[key] = [
+            max(f * (s + k3) / (e + k3) for f, s, e in zip(eff_q, s_row, e_row, strict=True)) / best
+            for s_row, e_row in zip(s_m, e_m, strict=True)
+        ]
+    return found
+
+
+def _done_positions(fit: _Fit, chosen: Sequence[str]) -> frozenset[int]:
+    """The positions of ``fit`` that hold one of the ``chosen`` variants (no look-ahead to them)."""
+    return frozenset(q for q, known_q in enumerate(fit.positions) if any(u in known_q for u in chosen))
 
 
 # ------------------------------------------------------------------------------------------- choosing
@@ -1024,9 +1264,10 @@ def _partner_counts(
 class _Table:
     """The per-(slot, context, stats refresh) draw table of :func:`choose_variant`."""
 
-    __slots__ = ("kind", "winners", "propensity", "draws", "index", "means", "contenders")
+    __slots__ = ("kind", "winners", "propensity", "draws", "index", "means", "contenders", "choices")
 
     def __init__(self) -> None:
+        self.choices: Any = None  # the Choice records handed out (frozen, so shared between decisions)
         self.kind = "pool"  # pool | uniform | clear
         self.winners: list[int] = []
         self.propensity: list[float] = []
@@ -1075,7 +1316,7 @@ def _build_table(
         draws = np.asarray(rng.betas(np.broadcast_to(np.asarray(a), (pool, len(a))), np.broadcast_to(np.asarray(b), (pool, len(b)))))
         draws = draws.reshape(pool, len(a))
         local = draws.argmax(axis=1)
-        t.winners = [contenders[j] for j in local.tolist()]
+        t.winners = np.asarray(contenders, dtype=np.intp)[local].tolist()
         for j, c in enumerate(np.bincount(local, minlength=len(a)).tolist()):
             propensity[contenders[j]] = c / pool
     else:  # pure Python (Pyodide without wheels): a smaller table keeps the per-refresh cost near 10 ms
@@ -1087,6 +1328,22 @@ def _build_table(
     t.draws = draws
     t.propensity = propensity
     return t
+
+
+def _explore(
+    successes: Sequence[float], trials: Sequence[float], params: LearningParams
+) -> tuple[list[float], list[float]]:
+    """The pseudo-counts scaled by ``1 / exploration`` (the posterior spread the draws are made with)."""
+    if params.exploration == 1.0:
+        return list(successes), list(trials)
+    scale = 1.0 / params.exploration
+    return [x * scale for x in successes], [x * scale for x in trials]
+
+
+# (stats table, params, its draw tables) of the last choose_variant call: a decision's slots and the decisions
+# after it share one stats table, no need to look the tables up in its memo every time. Holds the table alive
+# until the next one is used (one stats table per campaign and refresh).
+_LAST_TABLES: tuple[Any, Any, Any] = (None, None, None)
 
 
 def choose_variant(
@@ -1116,11 +1373,17 @@ def choose_variant(
     (pair terms, see :func:`_partner_counts`); the tables are kept per set of chosen partners, with
     ``pool // 4`` rows.
     """
+    global _LAST_TABLES
     ctx = _context_values(signals, params)
-    memo = _memo(stats)
-    tables: Any = memo.get(("learning.tables", id(params)))
-    if tables is None or tables[0] is not params:
-        tables = memo[("learning.tables", id(params))] = (params, {}, {})
+    last_tables = _LAST_TABLES
+    if last_tables[0] is stats and last_tables[1] is params:  # the slots of one decision, and the next decisions
+        tables = last_tables[2]
+    else:
+        memo = _memo(stats)
+        tables = memo.get(("learning.tables", id(params)))
+        if tables is None or tables[0] is not params:
+            tables = memo[("learning.tables", id(params))] = (params, {}, {})
+        _LAST_TABLES = (stats, params, tables) if memo is getattr(stats, "memo", None) else (None, None, None)
     # Fast path: the same variants object as last time for this (creative, slot, context) (the engine passes
     # one cached tuple per slot when no rule or exclusion narrows it), no need to hash 40 ids.
     partners = tuple(chosen) if params.pair_strength > 0 else ()
@@ -1131,21 +1394,18 @@ def choose_variant(
     else:
         key = (creative, slot, tuple(variants), ctx, objective, prior, partners)
         table = tables[1].get(key)
-        if table is not None:
-            tables[2][short] = (variants, table)
-    if table is None:
-        successes, trials = slot_counts(stats, creative, slot, variants, signals, objective, params, partners)
-        if params.exploration != 1.0:
-            scale = 1.0 / params.exploration
-            successes = [x * scale for x in successes]
-            trials = [x * scale for x in trials]
-        # a table per set of chosen partners: smaller, there are many more of them
-        pool = params.pool if not partners else max(64, params.pool // 4)
-        table = tables[1][key] = _build_table(stats, key, successes, trials, prior, pool)
+        if table is None:
+            successes, trials = _slot_pseudo(stats, creative, slot, variants, ctx, objective, params, partners)
+            successes, trials = _explore(successes, trials, params)
+            # a table per set of chosen partners: smaller, there are many more of them
+            pool = params.pool if not partners else max(64, params.pool // 4)
+            table = tables[1][key] = _build_table(stats, key, successes, trials, prior, pool)
         tables[2][short] = (variants, table)
     if table.kind == "clear":
-        i = table.index
-        return bandit.Choice(i, 1.0, "thompson", ((i, table.means[i]),), True)
+        if table.choices is None:
+            i = table.index
+            table.choices = bandit.Choice(i, 1.0, "thompson", ((i, table.means[i]),), True)
+        return table.choices
     u = rng.random()
     sampled: tuple[tuple[int, float], ...] = ()
     if table.kind == "uniform":
@@ -1159,7 +1419,14 @@ def choose_variant(
         row = [float(x) for x in table.draws[r]]
         top = sorted(range(len(row)), key=lambda j: -row[j])[:5]
         sampled = tuple((table.contenders[j], row[j]) for j in top)
-    return bandit.Choice(i, table.propensity[i], "thompson", sampled, False)
+        return bandit.Choice(i, table.propensity[i], "thompson", sampled, False)
+    # without an explain trace every decision that picks i from this table gets the same (frozen) Choice
+    if table.choices is None:
+        table.choices = {}
+    choice = table.choices.get(i)
+    if choice is None:
+        choice = table.choices[i] = bandit.Choice(i, table.propensity[i], "thompson", (), False)
+    return choice
 
 
 def combination_arm(creative: str, variant_ids: Sequence[str]) -> str:

@@ -7,7 +7,8 @@ publish-stats writes one stats object per campaign (msgpack or JSON, decoded to 
      "components": {"<component key>": [impressions, clicks, conversions, value], ...},
      "splits": {"holdout": [...], "optimized": [...]}}      # optional: lift totals
 
-:meth:`StatsTable.from_object` validates it (a ``ValueError`` names the bad key) and lays the counts out as
+:meth:`StatsTable.from_object` validates it (a ``ValueError`` names the bad key; :meth:`StatsTable.from_trusted`
+skips that for an object the process built itself, as ``dco simulate`` does) and lays the counts out as
 columns (numpy arrays when numpy is present, lists otherwise) with a key -> row index, so
 :meth:`StatsTable.counts` for a few hundred eligible arms is a list comprehension of dict lookups plus one
 gather. Unknown arms read as zeros (the bandit then uses its prior). Successes are capped at impressions when
@@ -19,6 +20,7 @@ idempotent, commutative and associative, which lets publish-stats merge in any o
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -95,13 +97,24 @@ def validate_stats(obj: Any) -> dict[str, Any]:
     return out
 
 
+def _trusted(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    """:func:`validate_stats`' output shape without the checks (:meth:`StatsTable.from_trusted`)."""
+    return {
+        "campaign": obj.get("campaign"),
+        "updated_at": obj.get("updated_at", 0),
+        "arms": obj.get("arms", {}),
+        "components": obj.get("components", {}),
+    }
+
+
 class StatsTable:
     """In-memory, read-only arm statistics with fast gathers for the bandit."""
 
     __slots__ = ("campaign", "updated_at", "_keys", "_index", "_rows", "_components", "_cols", "_bounds", "memo")
 
-    def __init__(self, obj: Mapping[str, Any]) -> None:
-        norm = validate_stats(obj)
+    def __init__(self, obj: Mapping[str, Any], *, trusted: bool = False) -> None:
+        """``obj`` is validated (:func:`validate_stats`) unless ``trusted`` (see :meth:`from_trusted`)."""
+        norm = _trusted(obj) if trusted else validate_stats(obj)
         self.campaign: str | None = norm["campaign"]
         self.updated_at: int = norm["updated_at"]
         arms: dict[str, list[Any]] = norm["arms"]
@@ -109,17 +122,22 @@ class StatsTable:
         self._index: dict[str, int] = {k: i for i, k in enumerate(self._keys)}
         self._rows = arms
         self._components: dict[str, list[Any]] = norm["components"]
-        impressions = [float(r[0]) for r in arms.values()] + [0.0]  # last row: the unknown arm
-        clicks = [min(float(r[1]), float(r[0])) for r in arms.values()] + [0.0]
-        conversions = [min(float(r[2]), float(r[0])) for r in arms.values()] + [0.0]
         cols: dict[str, Any]
         if np is not None:
+            n = len(arms)
+            flat = np.fromiter(itertools.chain.from_iterable(r[:3] for r in arms.values()), dtype=float, count=3 * n)
+            grid = np.zeros((n + 1, 3))  # last row: the unknown arm
+            grid[:n] = flat.reshape(n, 3)
+            trials = grid[:, 0].copy()
             cols = {
-                "trials": np.array(impressions, dtype=float),
-                "click": np.array(clicks, dtype=float),
-                "conversion": np.array(conversions, dtype=float),
+                "trials": trials,
+                "click": np.minimum(grid[:, 1], trials),
+                "conversion": np.minimum(grid[:, 2], trials),
             }
         else:
+            impressions = [float(r[0]) for r in arms.values()] + [0.0]  # last row: the unknown arm
+            clicks = [min(float(r[1]), float(r[0])) for r in arms.values()] + [0.0]
+            conversions = [min(float(r[2]), float(r[0])) for r in arms.values()] + [0.0]
             cols = {"trials": impressions, "click": clicks, "conversion": conversions}
         self._cols = cols
         self._bounds: dict[tuple[str, float, float], tuple[Any, Any]] = {}
@@ -130,6 +148,15 @@ class StatsTable:
     def from_object(cls, obj: Mapping[str, Any]) -> StatsTable:
         """Build from a decoded stats object (validated; ``ValueError`` names the bad key)."""
         return cls(obj)
+
+    @classmethod
+    def from_trusted(cls, obj: Mapping[str, Any]) -> StatsTable:
+        """Build from a stats object this process built itself (``dco.learning.stats_object`` over its own
+        counters, as ``dco simulate`` publishes them): no validation (about 4 us a key), and the sections are
+        kept as they are, not copied, so the caller must not change them afterwards. Anything read from outside
+        (S3, a file, a request) goes through :meth:`from_object`.
+        """
+        return cls(obj, trusted=True)
 
     @classmethod
     def empty(cls, campaign: str | None = None) -> StatsTable:
