@@ -27,6 +27,25 @@ def _reference(records: list[EventRecord]) -> dict[tuple[str, str, str], tuple[l
     return out
 
 
+def _assert_plain(records: list[EventRecord]) -> None:
+    """``aggregate(records)`` is exactly the plain definition: same counters in first-met order, same sums, first
+    and last sequence keys (read before the steps), steps, and ``after()`` of a mid-batch watermark."""
+    batch = aggregate(records)
+    expected = _reference(records)
+    assert list(batch.counters) == list(expected)
+    for ident, (steps, sums) in expected.items():
+        fold: CounterFold = batch.counters[ident]
+        assert fold.sums == sums
+        assert (fold.first, fold.last) == (steps[0][0], steps[-1][0])
+        assert fold.steps == steps
+        middle = steps[len(steps) // 2][0]
+        past = [step for step in steps if step[0] > middle]
+        assert fold.after(middle) == (
+            (sum((d for _, _, d in past), start=fold_module.Delta()), past[-1][0], past[0][1]) if past else None)
+    assert batch.events == len(records)
+    assert batch.created_at == max(r.created_at for r in records)
+
+
 def _records(seed: int, n: int) -> list[EventRecord]:
     rng = random.Random(seed)
     out = []
@@ -52,22 +71,8 @@ def test_aggregate_by_parts_equals_per_record_counter_keys() -> None:
     for seed in range(5):
         # GIVEN random records over two shards, campaigns, holdout, context, variants and time buckets
         records = _records(seed, 400)
-        # WHEN they are aggregated
-        batch = aggregate(records)
-        # THEN every counter has exactly the steps and sums of the plain definition, in stream order
-        expected = _reference(records)
-        assert list(batch.counters) == list(expected)
-        for ident, (steps, sums) in expected.items():
-            fold: CounterFold = batch.counters[ident]
-            assert fold.sums == sums
-            assert (fold.first, fold.last) == (steps[0][0], steps[-1][0])  # before the steps are built
-            assert fold.steps == steps
-            middle = steps[len(steps) // 2][0]
-            past = [step for step in steps if step[0] > middle]
-            assert fold.after(middle) == (
-                (sum((d for _, _, d in past), start=fold_module.Delta()), past[-1][0], past[0][1]) if past else None)
-        assert batch.events == len(records)
-        assert batch.created_at == max(r.created_at for r in records)
+        # WHEN they are aggregated, THEN every counter has exactly the steps and sums of the plain definition
+        _assert_plain(records)
 
 
 def test_aggregate_by_parts_handles_unhashable_and_repeated_parts() -> None:
@@ -83,14 +88,8 @@ def test_aggregate_by_parts_handles_unhashable_and_repeated_parts() -> None:
         EventRecord(campaign="c", kind="imp", arm="cr|1", creative="cr", variants=("headline=h1",),
                     sequence="4", shard="s", ts=86400 * 2),
     ]
-    # WHEN they are aggregated
-    batch = aggregate(records)
-    # THEN the counters are exactly those of the plain definition
-    expected = _reference(records)
-    assert list(batch.counters) == list(expected)
-    for ident, (steps, sums) in expected.items():
-        assert batch.counters[ident].steps == steps
-        assert batch.counters[ident].sums == sums
+    # WHEN they are aggregated, THEN the counters are exactly those of the plain definition
+    _assert_plain(records)
 
 
 def test_decision_segments_chain_to_counter_keys() -> None:
@@ -126,13 +125,8 @@ def test_aggregate_stays_exact_when_the_key_memo_overflows_mid_batch(monkeypatch
     records = _records(11, 500)
     # WHEN the batch is aggregated (twice, the second time with whatever the memo kept)
     for _ in range(2):
-        batch = aggregate(records)
         # THEN the result is still exactly the plain definition
-        expected = _reference(records)
-        assert list(batch.counters) == list(expected)
-        for ident, (steps, sums) in expected.items():
-            assert batch.counters[ident].steps == steps
-            assert batch.counters[ident].sums == sums
+        _assert_plain(records)
     assert len(fold._decision_segments) <= 8 and len(fold._variant_segments) <= 8
 
 
