@@ -57,7 +57,8 @@ def _missing_runtime() -> str | None:
             return f"tests/wasm/wheels/{prefix}*.whl is missing (run .ci/setup-wasm)"
     stale = _stale_files(max(WHEELS.glob("dco_runtime-*.whl")))
     if stale:
-        return f"the dco-runtime wheel is older than layers/dco/dco ({', '.join(stale[:3])}...): run .ci/setup-wasm"
+        return (f"the dco-runtime wheel differs from layers/dco/dco ({', '.join(stale[:3])}...): run .ci/setup-wasm;"
+                " a file still missing after that is not in layers/dco/pyproject.toml's package-data")
     return None
 
 
