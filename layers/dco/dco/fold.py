@@ -461,7 +461,7 @@ def decision_segments(
     segments = _decision_segments.get(memo_key)
     if segments is not None:
         return segments
-    dims = context if len(context) < 2 or _is_sorted(context) else tuple(sorted(context))
+    dims = tuple(sorted(context))  # counter_keys' order (a hand-built record may not sort its context)
     suffix = None if bucket is None else f"{BUCKET_SUFFIX}{bucket}"
     built = [tuple(arm_counter_keys(arm, creative, dims, holdout, suffix))]
     if not holdout:
@@ -479,10 +479,6 @@ def decision_segments(
         _decision_segments.clear()
     _decision_segments[memo_key] = segments
     return segments
-
-
-def _is_sorted(pairs: tuple[tuple[str, str], ...]) -> bool:
-    return all(pairs[i] < pairs[i + 1] for i in range(len(pairs) - 1))
 
 
 # ------------------------------------------------------------------------------------- counters -> stats rows

@@ -163,13 +163,9 @@ def js_literal(value: object) -> str:
     return text
 
 
-def xml_text(value: object) -> Markup:
-    """``value`` escaped for XML text or a quoted attribute; tab, LF and CR as character references, so a
-    parser gives back exactly :func:`clean_text` of the value."""
-    return Markup(_xml_escaped(value))
-
-
 def _xml_escaped(value: object) -> str:
+    """``value`` escaped for XML text or a quoted attribute (the ``xmltext`` filter); tab, LF and CR as character
+    references, so a parser gives back exactly :func:`clean_text` of the value."""
     return clean_text(value).translate(_XML_ESCAPES)
 
 
