@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import copy
 import random
+import re
 from decimal import Decimal
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 from dco.aws.counters import CounterStore, decode_stream
-from dco.fold import Delta, EventRecord, aggregate, parse_event
+from boto3.dynamodb.types import TypeDeserializer
+from dco.fold import Delta, EventRecord, aggregate, bucket_rows, parse_event
 
 from tests.conftest import load_event
 from tests.functional.conftest import AwsResources, load_handler
@@ -27,31 +29,37 @@ SHARD = "shardId-00000001714550000000-0a1b2c3d"
 # ------------------------------------------------------------------------------------------------ helpers
 
 
+def item_counters(item: dict[str, Any]) -> dict[str, Delta]:
+    """A counter item's counts as Deltas: its all-time counts under its pk, each time bucket it keeps under
+    ``<pk>#e<bucket>`` (the keys of learning.counter_keys; watermarks left out)."""
+    pk = item["pk"]["S"]
+    out = {pk: Delta(int(item["impressions"]["N"]), int(item["clicks"]["N"]), int(item["conversions"]["N"]),
+                     Decimal(item["value"]["N"]))}
+    plain = {name: TypeDeserializer().deserialize(value) for name, value in item.items()}
+    for bucket, (i, c, n, v) in bucket_rows(plain).items():
+        out[f"{pk}#e{bucket}"] = Delta(i, c, n, v)
+    return out
+
+
 def counters(aws: AwsResources) -> dict[str, Delta]:
-    """Every counter item as a Delta (watermarks left out)."""
+    """Every counter (and time bucket) of the table as a Delta."""
     out: dict[str, Delta] = {}
     paginator = aws.dynamodb.get_paginator("scan")
     for page in paginator.paginate(TableName=aws.counters_table, ConsistentRead=True):
         for item in page["Items"]:
-            out[item["pk"]["S"]] = Delta(
-                int(item["impressions"]["N"]), int(item["clicks"]["N"]), int(item["conversions"]["N"]),
-                Decimal(item["value"]["N"]),
-            )
+            out.update(item_counters(item))
     return out
 
 
 def campaign_counters(aws: AwsResources, records: list[EventRecord]) -> dict[str, Delta]:
-    """The counter items of the keys ``records`` touch (BatchGetItem: no scan of the whole table)."""
+    """The counters of the keys ``records`` touch (BatchGetItem: no scan of the whole table)."""
     out: dict[str, Delta] = {}
-    keys = sorted(expected(records))
+    keys = sorted({re.sub(r"#e\d+$", "", k) for k in expected(records)})  # items: time buckets are attributes
     for start in range(0, len(keys), 100):
         request = {aws.counters_table: {"Keys": [{"pk": {"S": k}} for k in keys[start:start + 100]],
                                         "ConsistentRead": True}}
         for item in aws.dynamodb.batch_get_item(RequestItems=request)["Responses"][aws.counters_table]:
-            out[item["pk"]["S"]] = Delta(
-                int(item["impressions"]["N"]), int(item["clicks"]["N"]), int(item["conversions"]["N"]),
-                Decimal(item["value"]["N"]),
-            )
+            out.update(item_counters(item))
     return out
 
 
@@ -66,6 +74,7 @@ def synthetic(
     """``n`` events over a few arms, variants and contexts, spread over ``shards`` with increasing sequences.
 
     ``small`` keeps the counters per event few (one slot, one context dimension), for the write-by-write tests.
+    Event times straddle midnight, so the bucketed counters add to two time buckets.
     """
     rng = random.Random(seed)
     records = []
@@ -81,8 +90,7 @@ def synthetic(
             "context": context,
             "holdout": rng.random() < 0.1, "value": Decimal(f"{rng.randrange(1, 9999)}.{rng.randrange(100):02d}"),
         }
-        if not small:
-            image["ts"] = Decimal(1_714_550_400 + i)
+        image["ts"] = Decimal(1_714_550_400 - n // 2 + i)  # the batch straddles midnight: two time buckets
         shard = shards[i % len(shards)]
         records.append(parse_event(image, sequence=str(4421584500000000017450439000 + i), shard=shard,
                                    created_at=1_714_550_400 + i))
@@ -289,3 +297,26 @@ def test_stale_watermarks_of_closed_shards_are_pruned(aws: AwsResources) -> None
     item = aws.dynamodb.get_item(TableName=aws.counters_table, Key={"pk": {"S": "c-prune#arm:a"}})["Item"]
     assert "seq_old-shard" not in item and "seq_new-shard" in item
     assert item["impressions"] == {"N": "2"}
+
+
+def test_time_buckets_older_than_the_window_are_removed(aws: AwsResources) -> None:
+    # GIVEN a component counter with a time bucket on day 100, then events 13 and 14 days later
+    store = CounterStore(aws.counters_table, aws.dynamodb)
+    day = 86400
+
+    def imp(sequence: int, ts: int) -> EventRecord:
+        return parse_event({"campaign": "c-expire", "kind": "imp", "arm": "cr|h1", "creative": "cr",
+                            "variants": ["headline=h1"], "ts": ts}, sequence=str(sequence), shard="s1",
+                           created_at=ts)
+
+    assert deliver(store, [imp(1, 100 * day + 5)]) == []
+    result = store.apply(aggregate([imp(2, 113 * day)]))
+    assert result.expired == 0 and result.writes == result.counters  # 113 - 100 < 14: still in the window
+    # WHEN day 114 arrives, THEN day 100 leaves the window of every bucketed counter: one REMOVE write each
+    result = store.apply(aggregate([imp(3, 114 * day)]))
+    bucketed = sum(f.bucketed for f in aggregate([imp(3, 114 * day)]).counters.values())
+    assert bucketed == 1 and result.expired == bucketed and result.writes == result.counters + bucketed
+    got = counters(aws)
+    assert "c-expire#comp:cr|headline=h1#e100" not in got
+    assert got["c-expire#comp:cr|headline=h1#e113"] == Delta(1) == got["c-expire#comp:cr|headline=h1#e114"]
+    assert got["c-expire#comp:cr|headline=h1"] == Delta(3)  # the all-time counts keep everything

@@ -8,7 +8,9 @@ from typing import Any
 
 import msgpack
 import pytest
+from dco.aws.counters import decode_stream
 from dco.aws.stats_store import StatsStore, stats_key
+from dco.fold import aggregate
 from dco.stats import StatsTable
 
 from tests.conftest import load_event
@@ -147,17 +149,17 @@ def test_fold_then_publish_gives_the_counters(
         batch = {"Records": records[start:start + 7]}
         assert publish.lambda_handler(batch, lambda_context) == {"batchItemFailures": []}
 
-    # THEN the stats object holds exactly the counters' absolute counts
+    # THEN the stats object holds exactly the counters of one clean application of the events, time buckets
+    # (attributes of their counter's item) under their #e<bucket> keys
+    good = [r for name in ("batch", "poison") for r in decode_stream(load_event("fold", name)["Records"], "s")[0]]
     obj, _ = stored(aws, "spring-sale")
     sections = {"arm:": "arms", "comp:": "components", "split:": "splits"}
     want: dict[str, dict[str, list[Any]]] = {"arms": {}, "components": {}, "splits": {}}
-    for item in aws.dynamodb.scan(TableName=aws.counters_table)["Items"]:
-        campaign, _, key = item["pk"]["S"].partition("#")
+    for (campaign, key), delta in aggregate(sorted(set(good), key=lambda r: r.sequence_key)).deltas().items():
         assert campaign == "spring-sale"
         prefix = next(p for p in sections if key.startswith(p))
         want[sections[prefix]][key[len(prefix):]] = [
-            int(item["impressions"]["N"]), int(item["clicks"]["N"]), int(item["conversions"]["N"]),
-            float(item["value"]["N"]),
-        ]
+            delta.impressions, delta.clicks, delta.conversions, float(delta.value)]
     assert {s: obj[s] for s in want} == want
+    assert any("#e" in key for key in obj["components"]) and any("#e" in key for key in obj["arms"])
     assert obj["arms"]["cr-retail"] == [2, 1, 1, 42.5]

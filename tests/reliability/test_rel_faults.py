@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import threading
 from typing import Any
 
@@ -71,7 +72,7 @@ def counter_stream(aws: AwsResources, seed: int, campaigns: list[str], chunk: in
     for start in range(0, len(events), chunk):
         part = events[start:start + chunk]
         assert deliver(store, part) == []
-        keys = sorted(expected(part))
+        keys = sorted({re.sub(r"#e\d+$", "", k) for k in expected(part)})  # time buckets live in their items
         request = {aws.counters_table: {"Keys": [{"pk": {"S": k}} for k in keys], "ConsistentRead": True}}
         items = aws.dynamodb.batch_get_item(RequestItems=request)["Responses"][aws.counters_table]
         for item in sorted(items, key=lambda i: i["pk"]["S"]):
@@ -102,8 +103,15 @@ def arms_of_counters(aws: AwsResources, campaign: str) -> dict[str, list[Any]]:
         for item in page["Items"]:
             pk = item["pk"]["S"]
             if pk.startswith(f"{campaign}#arm:"):
-                out[pk.split("#arm:", 1)[1]] = [int(item["impressions"]["N"]), int(item["clicks"]["N"]),
-                                                int(item["conversions"]["N"]), float(item["value"]["N"])]
+                key = pk.split("#arm:", 1)[1]
+                out[key] = [int(item["impressions"]["N"]), int(item["clicks"]["N"]),
+                            int(item["conversions"]["N"]), float(item["value"]["N"])]
+                # time buckets are attributes e<bucket><i|c|n|v> (docs/storage.md); a field not stored is 0
+                for name, value in item.items():
+                    found = re.fullmatch(r"e(\d+)([icnv])", name)
+                    if found:
+                        row = out.setdefault(f"{key}#e{found[1]}", [0, 0, 0, 0.0])
+                        row["icnv".index(found[2])] = (float if found[2] == "v" else int)(value["N"])
     return out
 
 

@@ -10,8 +10,11 @@ from dco.fold import (
     Delta,
     EventRecord,
     PoisonRecordError,
+    Past,
     aggregate,
+    bucket_rows,
     counter_row,
+    counter_rows,
     parse_event,
     prune_buckets,
     sequence_key,
@@ -122,9 +125,42 @@ def test_counter_fold_after_a_watermark() -> None:
     batch = aggregate([event(10), event(11, "click"), event(12), event(13, "conv", value=Decimal("2.5"))])
     fold = batch.counters[("s1", "c1", "arm:cr|h1.i2")]
     assert (fold.first, fold.last) == (sequence_key("10"), sequence_key("13"))
-    assert fold.after(sequence_key("9")) == (Delta(2, 1, 1, Decimal("2.5")), sequence_key("13"), "10")
-    assert fold.after(sequence_key("11")) == (Delta(1, 0, 1, Decimal("2.5")), sequence_key("13"), "12")
+    assert fold.after(sequence_key("9")) == Past(Delta(2, 1, 1, Decimal("2.5")), {}, sequence_key("13"), "10")
+    assert fold.after(sequence_key("11")) == Past(Delta(1, 0, 1, Decimal("2.5")), {}, sequence_key("13"), "12")
     assert fold.after(sequence_key("13")) is None
+
+
+def test_counter_fold_after_a_watermark_splits_time_buckets() -> None:
+    # GIVEN a batch that straddles midnight (bucket 3 -> 4) and one record without a time
+    day = 86400
+    records = [event(10, ts=3 * day + 5), event(11, "click", ts=4 * day - 1), event(12, ts=4 * day),
+               event(13), event(14, "conv", value=Decimal("2.5"), ts=4 * day + 9)]
+    batch = aggregate(records)
+    comp = batch.counters[("s1", "c1", "comp:cr|headline=h1@region=pnw")]
+    arm = batch.counters[("s1", "c1", "arm:cr|h1.i2")]
+    # THEN the bucketed counter sums per bucket (the untimed record only in the all-time total)
+    assert comp.bucketed and not arm.bucketed
+    assert comp.total == Delta(3, 1, 1, Decimal("2.5"))
+    assert comp.buckets == {3: Delta(1, 1), 4: Delta(1, 0, 1, Decimal("2.5"))}
+    assert arm.buckets == {}
+    # AND after() splits the steps past a watermark the same way
+    assert comp.after(sequence_key("11")) == Past(
+        Delta(2, 0, 1, Decimal("2.5")), {4: Delta(1, 0, 1, Decimal("2.5"))}, sequence_key("14"), "12")
+    assert arm.after(sequence_key("11")).buckets == {}
+    # AND the batch's deltas are learning.counter_keys' counters, time buckets under their #e keys
+    deltas = batch.deltas()
+    assert deltas[("c1", "comp:cr|headline=h1@region=pnw#e3")] == Delta(1, 1)
+    assert deltas[("c1", "arm:cr|h1.i2@region=pnw#e4")] == Delta(1, 0, 1, Decimal("2.5"))
+    assert {k for _, k in deltas} == {k for r in records for k in r.counter_keys()}
+
+
+def test_one_bucket_batches_take_the_totals_as_the_bucket() -> None:
+    # GIVEN a batch whose events are all in one bucket
+    batch = aggregate([event(i, kind, ts=86400 * 7 + i) for i, kind in ((1, "imp"), (2, "click"), (3, "imp"))])
+    for fold in batch.counters.values():
+        # THEN every bucketed counter's bucket is its total, and the others have none
+        assert fold.buckets == ({7: fold.total} if fold.bucketed else {})
+    assert sum(f.bucketed for f in batch.counters.values()) == 7  # arm@region + 2 x (comp, comp@region, comp@device)
 
 
 def test_aggregate_rejects_out_of_order_records() -> None:
@@ -155,6 +191,28 @@ def test_counter_row_maps_prefixes_to_sections() -> None:
             counter_row(bad)
 
 
+def test_counter_rows_expand_time_buckets_kept_in_the_item() -> None:
+    # GIVEN a component counter item with two time buckets (fields not stored are 0) and a watermark
+    image = {"pk": "c1#comp:cr|headline=h1", "impressions": Decimal(10), "clicks": Decimal(2),
+             "conversions": Decimal(1), "value": Decimal("4.5"), "seq_s1": "x",
+             "e20001i": Decimal(6), "e20001c": Decimal(1), "e20002i": Decimal(4), "e20002c": Decimal(1),
+             "e20002n": Decimal(1), "e20002v": Decimal("4.5")}
+    # THEN its rows are the all-time row and one #e<bucket> row per bucket, oldest first
+    assert counter_rows(image) == [
+        ("c1", "components", "cr|headline=h1", [10, 2, 1, 4.5]),
+        ("c1", "components", "cr|headline=h1#e20001", [6, 1, 0, 0.0]),
+        ("c1", "components", "cr|headline=h1#e20002", [4, 1, 1, 4.5]),
+    ]
+    assert bucket_rows(image)[20002] == [4, 1, 1, Decimal("4.5")]
+    assert counter_rows({**image, "pk": "c1#other:x"}) == []
+    # AND a malformed bucket attribute is poison that names it; look-alike names are not buckets
+    for bad, name in (({"e20001c": Decimal("1.5")}, "e20001c"), ({"e20001v": "x"}, "value"),
+                      ({"e20001i": -1}, "e20001i")):
+        with pytest.raises(PoisonRecordError, match=name):
+            counter_rows({**image, **bad})
+    assert bucket_rows({**image, "e1x": 5, "eventual": 1, "e12": 3}).keys() == {20001, 20002}
+
+
 def test_stats_updates_keep_the_newest_image_per_counter() -> None:
     rows = [("c1", "arms", "a", [5, 1, 0, 0.0]), ("c1", "arms", "a", [7, 1, 0, 0.0]),
             ("c2", "splits", "optimized", [3, 0, 0, 0.0])]
@@ -168,3 +226,14 @@ def test_prune_buckets_keeps_the_newest_window() -> None:
     obj = {"components": {"cr|h=1": [1, 0, 0, 0.0], "cr|h=1#e10": [1, 0, 0, 0.0], "cr|h=1#e20": [1, 0, 0, 0.0],
                           "cr|h=1@region=x#e7": [1, 0, 0, 0.0], "cr|h=1#e23": [1, 0, 0, 0.0]}}
     assert sorted(prune_buckets(obj, keep=14)["components"]) == ["cr|h=1", "cr|h=1#e10", "cr|h=1#e20", "cr|h=1#e23"]
+
+
+def test_prune_buckets_prunes_combination_buckets_per_section() -> None:
+    # GIVEN combination rows bucketed per region, an arm whose own name holds "#e", and components elsewhere
+    obj = {"arms": {"cr|a@region=x#e30": [1, 0, 0, 0.0], "cr|a@region=x#e16": [1, 0, 0, 0.0],
+                    "cr|a@region=x#e17": [1, 0, 0, 0.0], "cr|a@region=x": [3, 0, 0, 0.0], "sku#e1": [1, 0, 0, 0.0]},
+           "components": {"cr|h=1#e2": [1, 0, 0, 0.0]}}
+    pruned = prune_buckets(obj, keep=14)
+    # THEN each section keeps its own newest window (30 - 14 < 17), and only per-region combination rows count
+    assert sorted(pruned["arms"]) == ["cr|a@region=x", "cr|a@region=x#e17", "cr|a@region=x#e30", "sku#e1"]
+    assert list(pruned["components"]) == ["cr|h=1#e2"]

@@ -1,7 +1,8 @@
 """dco.fold.aggregate, tuned for speed (per-scope str-keyed lookups), against its plain definition.
 
 Every counter of :func:`dco.learning.counter_keys` of every record gets that record's step, in stream order,
-the sums of their deltas, and counters appear in the order they are first met (what CounterStore.apply walks).
+the sums of their deltas, and counters appear in the order they are first met (what CounterStore.apply walks);
+a time-bucketed key ``<key>#e<bucket>`` is not a counter of its own but bucket ``<bucket>`` of counter ``<key>``.
 """
 
 from __future__ import annotations
@@ -11,37 +12,56 @@ from decimal import Decimal
 
 import dco.fold as fold_module
 from dco.fold import CounterFold, EventRecord, aggregate
+from dco.learning import BUCKET_SUFFIX
+
+Reference = dict[tuple[str, str, str], tuple[list, list, dict[int, list], set]]
 
 
-def _reference(records: list[EventRecord]) -> dict[tuple[str, str, str], tuple[list, list]]:
-    out: dict[tuple[str, str, str], tuple[list, list]] = {}
+def _reference(records: list[EventRecord]) -> Reference:
+    """Per counter: its steps, sums, sums per time bucket, and the steps that went to a time bucket."""
+    out: Reference = {}
     for r in records:
         delta = r.delta()
-        step = (r.sequence_key, r.sequence, delta)
+        bucket = None if r.ts is None else r.ts // fold_module._BUCKET_S
+        step = (r.sequence_key, r.sequence, delta, bucket)
         field = {"imp": 0, "click": 1, "conv": 2}[r.kind]
         for key in r.counter_keys():
-            steps, sums = out.setdefault((r.shard, r.campaign, key), ([], [0, 0, 0, Decimal(0)]))
-            steps.append(step)
+            base, sep, tail = key.rpartition(BUCKET_SUFFIX)
+            if sep and tail.isdigit():  # bucket ``tail`` of counter ``base``, which this record also increments
+                _, _, buckets, timed = out[(r.shard, r.campaign, base)]
+                assert int(tail) == bucket
+                sums = buckets.setdefault(bucket, [0, 0, 0, Decimal(0)])
+                timed.add(step[0])
+            else:
+                steps, sums, _, _ = out.setdefault((r.shard, r.campaign, key), ([], [0, 0, 0, Decimal(0)], {}, set()))
+                steps.append(step)
             sums[field] += 1
             sums[3] += delta.value
     return out
 
 
 def _assert_plain(records: list[EventRecord]) -> None:
-    """``aggregate(records)`` is exactly the plain definition: same counters in first-met order, same sums, first
-    and last sequence keys (read before the steps), steps, and ``after()`` of a mid-batch watermark."""
+    """``aggregate(records)`` is exactly the plain definition: same counters in first-met order, same sums and
+    per-bucket sums, first and last sequence keys (read before the steps), steps, and ``after()`` of a mid-batch
+    watermark."""
     batch = aggregate(records)
     expected = _reference(records)
     assert list(batch.counters) == list(expected)
-    for ident, (steps, sums) in expected.items():
+    for ident, (steps, sums, buckets, timed) in expected.items():
         fold: CounterFold = batch.counters[ident]
         assert fold.sums == sums
+        assert (fold.bucket_sums or {}) == buckets
         assert (fold.first, fold.last) == (steps[0][0], steps[-1][0])
         assert fold.steps == steps
         middle = steps[len(steps) // 2][0]
         past = [step for step in steps if step[0] > middle]
+        want_buckets: dict[int, fold_module.Delta] = {}
+        for key, _, delta, bucket in past:
+            if key in timed:
+                want_buckets[bucket] = want_buckets.get(bucket, fold_module.Delta()) + delta
         assert fold.after(middle) == (
-            (sum((d for _, _, d in past), start=fold_module.Delta()), past[-1][0], past[0][1]) if past else None)
+            (sum((d for _, _, d, _ in past), start=fold_module.Delta()), want_buckets, past[-1][0], past[0][1])
+            if past else None)
     assert batch.events == len(records)
     assert batch.created_at == max(r.created_at for r in records)
 
@@ -95,7 +115,7 @@ def test_aggregate_by_parts_handles_unhashable_and_repeated_parts() -> None:
 def test_decision_segments_chain_to_counter_keys() -> None:
     from itertools import chain
 
-    from dco.fold import _BUCKET_S, clear_key_memo, decision_segments
+    from dco.fold import clear_key_memo, decision_segments
     from dco.learning import counter_keys
 
     rng = random.Random(7)
@@ -105,15 +125,24 @@ def test_decision_segments_chain_to_counter_keys() -> None:
         record = _records(rng.randint(0, 10**6), 1)[0]
         context = list(record.context)
         rng.shuffle(context)
-        bucket = None if record.ts is None else record.ts // _BUCKET_S
+        ts = record.ts if record.ts is not None else 86400 * 5
         # WHEN its counter keys come from the memoized segments (twice: built, then remembered)
         for _ in range(2):
             segments = decision_segments(record.arm, record.creative, record.variants, tuple(context),
-                                         record.holdout, bucket)
-            # THEN chained they are exactly learning.counter_keys, same order
-            assert list(chain.from_iterable(segments)) == counter_keys(
+                                         record.holdout)
+            # THEN chained they are exactly learning.counter_keys without a time, same order
+            keys = list(chain.from_iterable(s.keys for s in segments))
+            assert keys == counter_keys(
                 arm=record.arm, creative=record.creative, variants=record.variants, context=dict(context),
-                holdout=record.holdout, now_s=record.ts)
+                holdout=record.holdout)
+            # AND with a time, counter_keys follows each bucketed key (only those) by its #e<bucket> copy
+            timed = []
+            for segment in segments:
+                for key, bucketed in zip(segment.keys, segment.bucketed, strict=True):
+                    timed += [key, f"{key}#e{ts // 86400}"] if bucketed else [key]
+            assert timed == counter_keys(
+                arm=record.arm, creative=record.creative, variants=record.variants, context=dict(context),
+                holdout=record.holdout, now_s=ts)
 
 
 def test_aggregate_stays_exact_when_the_key_memo_overflows_mid_batch(monkeypatch) -> None:
@@ -146,4 +175,27 @@ def test_hand_built_records_with_dict_or_unsorted_context_fold_like_parsed_ones(
     assert parsed.seq_key == as_dict.sequence_key == "5".zfill(40)
     keys = [list(aggregate([r]).counters) for r in (parsed, as_dict, unsorted)]
     assert sorted(keys[0]) == sorted(keys[1]) == sorted(keys[2])
-    assert [k for _, _, k in keys[0]] == parsed.counter_keys()
+    assert [k for _, _, k in keys[0]] == [k for k in parsed.counter_keys() if "#e" not in k]
+    assert {k for r in (parsed, as_dict, unsorted) for (_, k) in aggregate([r]).deltas()} == set(parsed.counter_keys())
+
+
+def test_time_buckets_in_runs_or_step_by_step_match_the_plain_definition(monkeypatch) -> None:
+    import dataclasses
+
+    import dco.fold as fold
+
+    rng = random.Random(5)
+    base = _records(21, 600)
+    # GIVEN event times in stream order over four days with a few untimed events (runs: one bucket change per
+    # midnight), and the same events with times flapping between the buckets
+    times = sorted(rng.randint(86400 * 3, 86400 * 7) for _ in base)
+    ordered = [dataclasses.replace(r, ts=None if rng.random() < 0.05 else t) for r, t in zip(base, times)]
+    flapping = [dataclasses.replace(r, ts=rng.choice([86400 * 3 + 7, 86400 * 4 + 7])) for r in base]
+    midnight = [dataclasses.replace(r, ts=86400 * 4 - 300 + i) for i, r in enumerate(base)]  # one change of day
+    for max_runs in (0, 1, 3, 16, 10**6):
+        # WHEN aggregated with any budget of runs (past it, the steps are summed one by one)
+        monkeypatch.setattr(fold, "_MAX_RUNS", max_runs)
+        # THEN every counter's sums per bucket are exactly the plain definition's
+        _assert_plain(ordered)
+        _assert_plain(flapping)
+        _assert_plain(midnight)

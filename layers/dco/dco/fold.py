@@ -12,7 +12,13 @@ an impression adds 1 impression, a click 1 click, a conversion 1 conversion and 
 
 Exactly-once needs more than the totals: when a counter turns out to hold part of a batch already (a
 redelivery), the adapter asks :meth:`CounterFold.after` for the delta of only the records past the counter's
-watermark. So each counter keeps its steps ``(sequence, delta)`` in stream order.
+watermark. So each counter keeps its steps ``(sequence, delta, time bucket)`` in stream order.
+
+Time buckets live in their counter's item: the keys :func:`dco.learning.counter_keys` gives an event with a time
+(``comp:...#e<bucket>``, ``arm:...@region=<r>#e<bucket>``) are not counters of their own here but attributes
+``e<bucket>i``/``c``/``n``/``v`` of the item of the same key without the suffix, added in the same write
+(docs/storage.md). One item per counter instead of two: a batch writes 39 % fewer items. :meth:`FoldBatch.deltas`
+and :func:`counter_rows` give them back under their ``#e<bucket>`` keys, so the stats object is unchanged.
 
 Sequence numbers are decimal strings of up to 40 digits (DynamoDB Streams). DynamoDB numbers keep 38
 significant digits, so they are compared as zero-padded 40-character strings (:func:`sequence_key`), where
@@ -24,12 +30,13 @@ split of a batch into partial applications sums to exactly the clean application
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from itertools import repeat
-from typing import Any
+from typing import Any, NamedTuple
 
 from dco.errors import DcoError
 from dco.learning import BUCKET_SUFFIX, DEFAULT_PARAMS, arm_counter_keys, counter_keys, variant_counter_keys
@@ -46,6 +53,9 @@ __all__ = [
     "prune_buckets",
     "sequence_key",
     "counter_row",
+    "counter_rows",
+    "bucket_attribute",
+    "bucket_rows",
     "stats_updates",
 ]
 
@@ -54,6 +64,12 @@ _ZERO = Decimal(0)
 # The bucket width counter_keys uses when none is passed (fold passes none): its own default. ``now_s`` enters
 # counter_keys only as ``now_s // bucket_s``, so records of one decision in one bucket share their keys.
 _BUCKET_S = int((counter_keys.__kwdefaults__ or {}).get("bucket_s", DEFAULT_PARAMS.bucket_s))
+
+# The fields of a time bucket kept in its counter's item: attribute ``e<bucket><letter>`` (docs/storage.md).
+BUCKET_FIELDS = ("i", "c", "n", "v")  # impressions, clicks, conversions, value
+_BUCKET_ATTRIBUTE = re.compile(r"e(\d{1,12})([icnv])")
+_UNSET = object()  # no record seen yet
+_MAX_RUNS = 16  # bucket changes within a batch before aggregate sums steps per bucket instead
 
 # Event kinds as stored in the Events table (either spelling) -> the counter field they increment.
 _KIND_TO_FIELD: dict[str, str] = {
@@ -235,24 +251,42 @@ def parse_event(
     return record
 
 
+class Past(NamedTuple):
+    """What :meth:`CounterFold.after` returns: the steps past a watermark."""
+
+    delta: Delta
+    buckets: dict[int, Delta]  # per time bucket (bucketed counters; empty otherwise)
+    last: str  # their highest sequence key
+    lowest: str  # their lowest raw sequence number
+
+
 @dataclass(slots=True)
 class CounterFold:
     """The part of a batch that goes to one counter from one shard.
 
-    ``steps`` are ``(sequence key, sequence, delta)`` in stream order (ascending sequence keys); ``total`` is
-    their sum; ``first``/``last`` are the lowest and highest sequence keys.
+    ``steps`` are ``(sequence key, sequence, delta, time bucket)`` in stream order (ascending sequence keys;
+    bucket ``None`` for an event without a time); ``total`` is their sum; ``first``/``last`` are the lowest
+    and highest sequence keys. ``bucketed`` counters (those :func:`dco.learning.counter_keys` gives
+    ``#e<bucket>`` copies) also sum their steps per time bucket: ``bucket_sums``, set by :func:`aggregate`.
     """
 
     shard: str
     campaign: str
     key: str
-    steps: list[tuple[str, str, Delta]] = field(default_factory=list)
+    steps: list[tuple[str, str, Delta, int | None]] = field(default_factory=list)
     sums: list[Any] = field(default_factory=lambda: [0, 0, 0, _ZERO])  # running total, mutable for speed
+    bucketed: bool = False
+    bucket_sums: dict[int, list[Any]] | None = None  # None: no time buckets in this batch
 
     @property
     def total(self) -> Delta:
         """The sum of every step."""
         return Delta(*self.sums)
+
+    @property
+    def buckets(self) -> dict[int, Delta]:
+        """Time bucket -> the sum of its steps (empty for a counter without time buckets)."""
+        return {bucket: Delta(*sums) for bucket, sums in (self.bucket_sums or {}).items()}
 
     @property
     def pk(self) -> str:
@@ -267,21 +301,24 @@ class CounterFold:
     def last(self) -> str:
         return self.steps[-1][0]
 
-    def after(self, watermark: str) -> tuple[Delta, str, str] | None:
-        """``(delta, last key, lowest raw sequence)`` of the steps past ``watermark`` (a sequence key), or None.
+    def after(self, watermark: str) -> Past | None:
+        """The steps past ``watermark`` (a sequence key) summed (:class:`Past`), or None when there are none.
 
         Used when the counter already holds a prefix of this batch: only the rest may be added.
         """
         total = Delta()
+        buckets: dict[int, Delta] = {}
         lowest: str | None = None
         last = ""
-        for key, raw, delta in self.steps:
+        for key, raw, delta, bucket in self.steps:
             if key > watermark:
                 total = total + delta
+                if self.bucketed and bucket is not None:
+                    buckets[bucket] = buckets.get(bucket, Delta()) + delta
                 last = key
                 if lowest is None:
                     lowest = raw
-        return None if lowest is None else (total, last, lowest)
+        return None if lowest is None else Past(total, buckets, last, lowest)
 
 
 @dataclass
@@ -299,16 +336,20 @@ class FoldBatch:
     created_at: int = 0
 
     def deltas(self) -> dict[tuple[str, str], Delta]:
-        """Totals per ``(campaign, counter key)``, all shards together (what one clean application adds)."""
+        """Totals per ``(campaign, counter key)``, all shards together (what one clean application adds), time
+        buckets under their :func:`dco.learning.counter_keys` keys (``<key>#e<bucket>``)."""
         out: dict[tuple[str, str], Delta] = {}
         for fold in self.counters.values():
             key = (fold.campaign, fold.key)
             out[key] = out.get(key, Delta()) + fold.total
+            for bucket, delta in fold.buckets.items():
+                key = (fold.campaign, f"{fold.key}{BUCKET_SUFFIX}{bucket}")
+                out[key] = out.get(key, Delta()) + delta
         return out
 
 
 def aggregate(records: Iterable[EventRecord]) -> FoldBatch:
-    """Sum a batch's events per counter (and per shard).
+    """Sum a batch's events per counter (and per shard), and per time bucket for the bucketed counters.
 
     Records of one shard must come in stream order (as Lambda delivers them); a record whose sequence number
     is not above the previous one of its shard raises ``ValueError`` (the handler never builds such a batch).
@@ -321,11 +362,14 @@ def aggregate(records: Iterable[EventRecord]) -> FoldBatch:
     Delta(impressions=2, clicks=1, conversions=0, value=Decimal('0'))
 
     How it stays fast (docs/performance.md, "fold"): records of one decision (same shard, campaign, arm,
-    creative, variants, context, holdout and time bucket) have the same counters, so the batch resolves them
-    once per distinct decision, and a decision's counters come in segments (:func:`decision_segments`: its
-    arm's, then one per variant) that many decisions share: a variant's segment is resolved to step lists once
-    per batch. Per record that leaves one lookup and one append per counter; the counts come from the step
-    lists' lengths at the end, with a second pass over the few clicks and conversions.
+    creative, variants, context and holdout) have the same counters, so the batch resolves them once per
+    distinct decision, and a decision's counters come in segments (:func:`decision_segments`: its arm's, then
+    one per variant) that many decisions share: a variant's segment is resolved to step lists once per batch.
+    Per record that leaves one lookup and one append per counter; the counts come from the step lists' lengths
+    at the end, with a second pass over the few clicks and conversions. Time buckets cost nothing per record:
+    events come in time order, so a batch changes bucket at most at midnight, and each change notes the step
+    lists' lengths (a counter's impressions per bucket are then differences of lengths); only a batch whose
+    event times flap between buckets more than ``_MAX_RUNS`` times sums its bucketed counters' steps.
     """
     batch = FoldBatch()
     last = batch.last_sequence
@@ -334,12 +378,18 @@ def aggregate(records: Iterable[EventRecord]) -> FoldBatch:
     # walks).
     scopes: dict[tuple[str, str], tuple[dict[str, list[Any]], dict[int, list[Any]]]] = {}
     born: list[CounterFold] = []
-    # a decision (shard, campaign, arm, creative, variants, context, holdout, time bucket) -> its counter key
-    # segments and the step lists of their keys, resolved at its first record
-    resolved: dict[tuple[Any, ...], tuple[tuple[tuple[str, ...], ...], list[Any]]] = {}
-    others: list[tuple[str, str, tuple[tuple[str, ...], ...], int, Decimal]] = []  # clicks and conversions
+    # a decision (shard, campaign, arm, creative, variants, context, holdout) -> its counter key segments and
+    # the step lists of their keys, resolved at its first record
+    resolved: dict[tuple[Any, ...], tuple[tuple[Segment, ...], list[Any]]] = {}
+    others: list[tuple[str, str, tuple[Segment, ...], int, Decimal]] = []  # clicks and conversions
     events = 0
     created_at = 0
+    # Time buckets in runs: records in stream order change bucket rarely (at midnight), so at each change the
+    # length of every counter's step list is noted; a counter's steps of one run are then a slice of its list,
+    # and its count per bucket a difference of lengths. Events whose times flap between buckets fall back to
+    # summing the steps (``runs`` None).
+    runs: list[tuple[Any, list[int]]] | None = []
+    bucket: Any = _UNSET
     # The current shard and its last sequence key, in locals (a Lambda batch holds one shard).
     shard: str | None = None
     previous: str | None = None
@@ -358,12 +408,19 @@ def aggregate(records: Iterable[EventRecord]) -> FoldBatch:
         kind = record.kind
         delta = _IMPRESSION if kind == "imp" or kind == "impression" else record.delta()
         ts = record.ts
+        b = None if ts is None else int(ts) // _BUCKET_S
+        if b != bucket:
+            if runs is not None and bucket is not _UNSET:
+                if len(runs) < _MAX_RUNS:
+                    runs.append((bucket, [len(fold.steps) for fold in born]))
+                else:
+                    runs = None
+            bucket = b
         context = record.context
         if type(context) is not tuple:  # a hand-built record with a dict or list context
             context = tuple(dict(context).items())
         decision = (
-            shard, record.campaign, record.arm, record.creative, tuple(record.variants), context,
-            record.holdout, None if ts is None else int(ts) // _BUCKET_S,
+            shard, record.campaign, record.arm, record.creative, tuple(record.variants), context, record.holdout,
         )
         found = resolved.get(decision)
         if found is None:
@@ -382,36 +439,116 @@ def aggregate(records: Iterable[EventRecord]) -> FoldBatch:
                 lists += part
             found = resolved[decision] = (segments, lists)
         # one append per counter, looped in C (a Python loop here was a sixth of the time)
-        _drain(map(_append, found[1], repeat((seq_key, record.sequence, delta))))
+        _drain(map(_append, found[1], repeat((seq_key, record.sequence, delta, bucket))))
         if delta is not _IMPRESSION:
-            others.append((shard, record.campaign, found[0], _FIELD_INDEX[_KIND_TO_FIELD[kind]], delta.value))
+            others.append(
+                (shard, record.campaign, found[0], _FIELD_INDEX[_KIND_TO_FIELD[kind]], delta.value, bucket)
+            )
         events += 1
         if record.created_at > created_at:
             created_at = record.created_at
     if shard is not None and previous is not None:
         last[shard] = previous
     counters = batch.counters
-    for fold in born:
-        fold.sums[0] = len(fold.steps)
-        counters[(fold.shard, fold.campaign, fold.key)] = fold
-    for shard, campaign, segments, index, value in others:
+    if runs == [] and bucket is not None:  # the usual batch: one time bucket, its counts are the totals
+        for fold in born:
+            fold.sums[0] = count = len(fold.steps)
+            counters[(fold.shard, fold.campaign, fold.key)] = fold
+            if fold.bucketed:
+                fold.bucket_sums = {bucket: [count, 0, 0, _ZERO]}
+    elif runs is not None and len(runs) == 1 and runs[0][0] is not None and bucket is not None:
+        # a batch across midnight: a counter's steps up to the change are in the first bucket, the rest in this
+        (first, lengths), = runs
+        noted = len(lengths)
+        for index, fold in enumerate(born):
+            fold.sums[0] = count = len(fold.steps)
+            counters[(fold.shard, fold.campaign, fold.key)] = fold
+            if fold.bucketed:
+                before = lengths[index] if index < noted else 0
+                if not before:
+                    fold.bucket_sums = {bucket: [count, 0, 0, _ZERO]}
+                elif before == count:
+                    fold.bucket_sums = {first: [count, 0, 0, _ZERO]}
+                else:
+                    fold.bucket_sums = {first: [before, 0, 0, _ZERO], bucket: [count - before, 0, 0, _ZERO]}
+    else:
+        for index, fold in enumerate(born):
+            fold.sums[0] = len(fold.steps)
+            counters[(fold.shard, fold.campaign, fold.key)] = fold
+            if fold.bucketed and runs:
+                fold.bucket_sums = _run_counts(runs, index, bucket, len(fold.steps))
+    for shard, campaign, segments, index, value, at in others:
         for segment in segments:
-            for key in segment:
-                sums = counters[(shard, campaign, key)].sums
+            for key, bucketed in zip(segment.keys, segment.bucketed):
+                fold = counters[(shard, campaign, key)]
+                sums = fold.sums
                 sums[0] -= 1  # counted as an impression above
                 sums[index] += 1
                 if value:
                     sums[3] += value
+                if bucketed and at is not None and runs is not None:
+                    sums = fold.bucket_sums[at]  # type: ignore[index]
+                    sums[0] -= 1
+                    sums[index] += 1
+                    if value:
+                        sums[3] += value
+    if runs is None:
+        for fold in born:
+            if fold.bucketed:
+                fold.bucket_sums = _sum_by_bucket(fold.steps)
     batch.events += events
     if created_at > batch.created_at:
         batch.created_at = created_at
     return batch
 
 
+def _run_counts(runs: list[tuple[Any, list[int]]], index: int, bucket: Any, length: int) -> dict[int, list[Any]]:
+    """Steps per time bucket of counter ``index`` of the batch (in ``born`` order), from the step-list lengths
+    noted at the end of each run and ``length`` at the end of the last run (in ``bucket``), all counted as
+    impressions (the clicks and conversions are moved afterwards)."""
+    out: dict[int, list[Any]] = {}
+    done = 0
+    for at, lengths in (*runs, (bucket, None)):
+        end = length if lengths is None else lengths[index] if index < len(lengths) else 0
+        if end > done and at is not None:
+            sums = out.get(at)
+            if sums is None:
+                out[at] = [end - done, 0, 0, _ZERO]
+            else:
+                sums[0] += end - done
+        done = max(done, end)
+    return out
+
+
+def _sum_by_bucket(steps: list[tuple[str, str, Delta, int | None]]) -> dict[int, list[Any]]:
+    """Time bucket -> ``[impressions, clicks, conversions, value]`` of the steps (those without a time left out)."""
+    out: dict[int, list[Any]] = {}
+    for _, _, delta, bucket in steps:
+        if bucket is None:
+            continue
+        sums = out.get(bucket)
+        if sums is None:
+            sums = out[bucket] = [0, 0, 0, _ZERO]
+        sums[0] += delta.impressions
+        sums[1] += delta.clicks
+        sums[2] += delta.conversions
+        sums[3] += delta.value
+    return out
+
+
+class Segment(NamedTuple):
+    """Counter keys that go together (a decision's arm counters, or one variant's component counters), and which
+    of them have time buckets (:func:`dco.learning.counter_keys` gives them ``#e<bucket>`` copies)."""
+
+    keys: tuple[str, ...]
+    bucketed: tuple[bool, ...]
+
+
 def _step_lists(
-    keys: tuple[str, ...], steps_of: dict[str, list[Any]], born: list[CounterFold], shard: str, campaign: str
+    segment: Segment, steps_of: dict[str, list[Any]], born: list[CounterFold], shard: str, campaign: str
 ) -> list[Any]:
     """Each key's step list in this batch, creating (and recording in ``born``) the counters met first."""
+    keys = segment.keys
     lists: list[Any] = list(map(steps_of.get, keys))
     if None in lists:  # counters met for the first time, in key order
         for index, steps in enumerate(lists):
@@ -420,17 +557,17 @@ def _step_lists(
                 steps = steps_of.get(key)  # the same key earlier in this decision made it
                 if steps is None:
                     steps = steps_of[key] = []
-                    born.append(CounterFold(shard, campaign, key, steps, [0, 0, 0, _ZERO]))
+                    born.append(CounterFold(shard, campaign, key, steps, [0, 0, 0, _ZERO], segment.bucketed[index]))
                 lists[index] = steps
     return lists
 
 
 # Counter key segments per decision and per variant, kept across batches: a warm fold function sees the same
-# decisions and variants again and again, and building ~18 key strings per decision was a third of its time.
+# decisions and variants again and again, and building ~12 key strings per decision was a third of its time.
 # Bounded: each map is emptied when it reaches KEY_MEMO_SIZE entries (docs/performance.md, "fold").
 KEY_MEMO_SIZE = 1 << 16
-_decision_segments: dict[tuple[Any, ...], tuple[tuple[str, ...], ...]] = {}
-_variant_segments: dict[tuple[Any, ...], tuple[str, ...]] = {}
+_decision_segments: dict[tuple[Any, ...], tuple[Segment, ...]] = {}
+_variant_segments: dict[tuple[Any, ...], Segment] = {}
 
 
 def clear_key_memo() -> None:
@@ -439,37 +576,62 @@ def clear_key_memo() -> None:
     _variant_segments.clear()
 
 
+def _flags(fixed: int, count: int) -> tuple[bool, ...]:
+    """``fixed`` keys without time buckets, then ``count - fixed`` with (shared tuples)."""
+    flags = _FLAGS.get((fixed, count))
+    if flags is None:
+        flags = _FLAGS[(fixed, count)] = (False,) * fixed + (True,) * (count - fixed)
+    return flags
+
+
+_FLAGS: dict[tuple[int, int], tuple[bool, ...]] = {}
+
+
+def _arm_segment(arm: str, creative: str, dims: tuple[tuple[str, str], ...], holdout: bool) -> Segment:
+    """:func:`dco.learning.arm_counter_keys` as a :class:`Segment`: its first keys (arm, creative, split) have no
+    time buckets, the per-context ones after them do (test_fold_parts pins this to counter_keys)."""
+    keys = tuple(arm_counter_keys(arm, creative, dims, holdout, None))
+    return tuple.__new__(Segment, (keys, _flags(3 if arm != creative else 2, len(keys))))  # no Python __new__
+
+
+def _variant_segment(creative: str, item: str, dims: tuple[tuple[str, str], ...]) -> Segment:
+    """:func:`dco.learning.variant_counter_keys` as a :class:`Segment`: every component key has time buckets."""
+    keys = tuple(variant_counter_keys(creative, item, dims, None))
+    return tuple.__new__(Segment, (keys, _flags(0, len(keys))))
+
+
 def decision_segments(
     arm: str,
     creative: str,
     variants: tuple[str, ...],
     context: tuple[tuple[str, str], ...],
     holdout: bool,
-    bucket: int | None,
-) -> tuple[tuple[str, ...], ...]:
-    """The counter keys of one decision in one time bucket, in segments: :func:`dco.learning.arm_counter_keys`,
-    then :func:`dco.learning.variant_counter_keys` per variant (one tuple object per distinct variant, context
-    and bucket, shared by the decisions that served it). Chained, exactly :func:`dco.learning.counter_keys`:
-    same keys, same order. Memoized. ``context`` is the event's ``(dimension, value)`` pairs; ``bucket`` is
-    ``ts // bucket width`` (None: no time-bucketed counters).
+) -> tuple[Segment, ...]:
+    """The counters of one decision, in segments: :func:`dco.learning.arm_counter_keys`, then
+    :func:`dco.learning.variant_counter_keys` per variant (one :class:`Segment` object per distinct variant and
+    context, shared by the decisions that served it). Chained, their keys are exactly
+    :func:`dco.learning.counter_keys` without a time (same keys, same order); a key flagged ``bucketed`` is
+    one that counter_keys with a time follows by its ``#e<bucket>`` copy. Memoized. ``context`` is the
+    event's ``(dimension, value)`` pairs.
 
-    >>> decision_segments("cr|h1", "cr", ("headline=h1",), (("region", "pnw"),), False, None)
-    (('arm:cr|h1', 'arm:cr', 'split:optimized', 'arm:cr|h1@region=pnw'), ('comp:cr|headline=h1', \
-'comp:cr|headline=h1@region=pnw'))
+    >>> decision_segments("cr|h1", "cr", ("headline=h1",), (("region", "pnw"),), False)
+    ... # doctest: +NORMALIZE_WHITESPACE
+    (Segment(keys=('arm:cr|h1', 'arm:cr', 'split:optimized', 'arm:cr|h1@region=pnw'),
+             bucketed=(False, False, False, True)),
+     Segment(keys=('comp:cr|headline=h1', 'comp:cr|headline=h1@region=pnw'), bucketed=(True, True)))
     """
-    memo_key = (arm, creative, variants, context, holdout, bucket)
+    memo_key = (arm, creative, variants, context, holdout)
     segments = _decision_segments.get(memo_key)
     if segments is not None:
         return segments
     dims = tuple(sorted(context))  # counter_keys' order (a hand-built record may not sort its context)
-    suffix = None if bucket is None else f"{BUCKET_SUFFIX}{bucket}"
-    built = [tuple(arm_counter_keys(arm, creative, dims, holdout, suffix))]
+    built = [_arm_segment(arm, creative, dims, holdout)]
     if not holdout:
         for item in variants:
-            part_key = (creative, item, dims, suffix)
+            part_key = (creative, item, dims)
             part = _variant_segments.get(part_key)
             if part is None:
-                part = tuple(variant_counter_keys(creative, item, dims, suffix))
+                part = _variant_segment(creative, item, dims)
                 if len(_variant_segments) >= KEY_MEMO_SIZE:
                     _variant_segments.clear()
                 _variant_segments[part_key] = part
@@ -497,7 +659,8 @@ def _count(image: Mapping[str, Any], name: str) -> int:
 
 
 def counter_row(image: Mapping[str, Any]) -> tuple[str, str, str, list[Any]] | None:
-    """``(campaign, section, key, [impressions, clicks, conversions, value])`` of a Counters item image.
+    """``(campaign, section, key, [impressions, clicks, conversions, value])`` of a Counters item image (its
+    all-time counts; :func:`counter_rows` adds its time buckets).
 
     ``None`` for counters the stats object does not carry; :class:`PoisonRecordError` for a malformed item.
 
@@ -516,6 +679,59 @@ def counter_row(image: Mapping[str, Any]) -> tuple[str, str, str, list[Any]] | N
             value = _decimal(image.get("value", 0) or 0)
             return campaign, section, key[len(prefix):], [*row, float(value)]
     return None
+
+
+def counter_rows(image: Mapping[str, Any]) -> list[tuple[str, str, str, list[Any]]]:
+    """Every stats row a Counters item image carries: :func:`counter_row`, then one ``<key>#e<bucket>`` row per
+    time bucket kept in the item (:func:`bucket_rows`), oldest bucket first. Empty for counters the stats
+    object does not carry; :class:`PoisonRecordError` for a malformed item.
+
+    >>> counter_rows({"pk": "c1#comp:cr|h=1", "impressions": 5, "e20001i": 3, "e20001c": 1, "e20002i": 2})
+    ... # doctest: +NORMALIZE_WHITESPACE
+    [('c1', 'components', 'cr|h=1', [5, 0, 0, 0.0]), ('c1', 'components', 'cr|h=1#e20001', [3, 1, 0, 0.0]),
+     ('c1', 'components', 'cr|h=1#e20002', [2, 0, 0, 0.0])]
+    """
+    row = counter_row(image)
+    if row is None:
+        return []
+    campaign, section, key, counts = row
+    out = [row]
+    for bucket, sums in sorted(bucket_rows(image).items()):
+        out.append((campaign, section, f"{key}{BUCKET_SUFFIX}{bucket}", [*sums[:3], float(sums[3])]))
+    return out
+
+
+def bucket_attribute(bucket: int, index: int) -> str:
+    """The item attribute of field ``index`` (0 impressions, 1 clicks, 2 conversions, 3 value) of a time bucket.
+
+    >>> bucket_attribute(20001, 1)
+    'e20001c'
+    """
+    return f"e{bucket}{BUCKET_FIELDS[index]}"
+
+
+def bucket_rows(image: Mapping[str, Any]) -> dict[int, list[Any]]:
+    """Time bucket -> ``[impressions, clicks, conversions, value]`` (value a ``Decimal``) from a Counters item's
+    ``e<bucket><i|c|n|v>`` attributes (a field not stored is 0). :class:`PoisonRecordError` names a malformed
+    one.
+
+    >>> bucket_rows({"pk": "c#comp:x", "impressions": 9, "e7i": Decimal(4), "e7n": 1, "e7v": Decimal("2.5")})
+    {7: [4, 0, 1, Decimal('2.5')]}
+    """
+    out: dict[int, list[Any]] = {}
+    for name, value in image.items():
+        if not name.startswith("e"):
+            continue
+        match = _BUCKET_ATTRIBUTE.fullmatch(name)
+        if match is None:
+            continue
+        bucket = int(match.group(1))
+        sums = out.get(bucket)
+        if sums is None:
+            sums = out[bucket] = [0, 0, 0, _ZERO]
+        index = BUCKET_FIELDS.index(match.group(2))
+        sums[index] = _decimal(value) if index == 3 else _count(image, name)
+    return out
 
 
 def stats_updates(rows: Iterable[tuple[str, str, str, list[Any]]], *, now: int) -> dict[str, dict[str, Any]]:
@@ -538,20 +754,24 @@ def stats_updates(rows: Iterable[tuple[str, str, str, list[Any]]], *, now: int) 
 
 
 def prune_buckets(obj: dict[str, Any], keep: int = DEFAULT_PARAMS.buckets) -> dict[str, Any]:
-    """Drop time-bucketed component rows (``...#e<bucket>``) older than the newest ``keep`` buckets.
+    """Drop time-bucketed rows (``...#e<bucket>``, components and combinations) older than the newest ``keep``
+    buckets of their section.
 
-    The newest bucket is the highest one in the object, so pruning after every :func:`dco.stats.merge_max`
-    keeps the merge order-free and idempotent (a bucket once out of the window stays out). Returns ``obj``.
+    The newest bucket is the highest one in the section, so pruning after every :func:`dco.stats.merge_max`
+    keeps the merge order-free and idempotent (a bucket once out of the window stays out). The combinations'
+    short memory reads fewer buckets than ``keep`` (``LearningParams.arm_buckets``). Returns ``obj``.
     """
-    components = obj.get("components") or {}
-    buckets: dict[str, int] = {}
-    for key in components:
-        head, sep, tail = key.rpartition(BUCKET_SUFFIX)
-        if sep and head and tail.isdigit():
-            buckets[key] = int(tail)
-    if buckets:
-        newest = max(buckets.values())
-        for key, bucket in buckets.items():
-            if bucket <= newest - keep:
-                del components[key]
+    for section in ("components", "arms"):
+        rows = obj.get(section) or {}
+        buckets: dict[str, int] = {}
+        for key in rows:
+            head, sep, tail = key.rpartition(BUCKET_SUFFIX)
+            # combination rows are bucketed per context value only (``<arm>@region=<r>#e<b>``)
+            if sep and head and tail.isdigit() and (section == "components" or "@" in head):
+                buckets[key] = int(tail)
+        if buckets:
+            newest = max(buckets.values())
+            for key, bucket in buckets.items():
+                if bucket <= newest - keep:
+                    del rows[key]
     return obj

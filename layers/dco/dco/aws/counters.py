@@ -1,10 +1,13 @@
 """The Counters table adapter: applies a :class:`dco.fold.FoldBatch` exactly once in effect.
 
 One item per counter (``pk`` = ``<campaign>#<counter key>``, docs/storage.md) holding ``impressions``,
-``clicks``, ``conversions``, ``value`` and, per stream shard, a watermark ``seq_<shard>`` = the highest sequence
+``clicks``, ``conversions``, ``value``, the same per time bucket for the bucketed counters (``e<bucket>i``,
+``e<bucket>c``, ``e<bucket>n``, ``e<bucket>v``: :func:`dco.fold.bucket_attribute`; only the newest
+``LearningParams.buckets`` are kept) and, per stream shard, a watermark ``seq_<shard>`` = the highest sequence
 number of that shard already added to this item, stored as ``"<40-digit zero-padded sequence>@<unix seconds>"``
 (a string: sequence numbers have up to 40 digits, DynamoDB numbers only 38 significant ones; zero padding makes
-string order numeric order; the time lets stale watermarks of closed shards be pruned).
+string order numeric order; the time lets stale watermarks of closed shards be pruned). The watermark covers
+the item's time buckets too: they are added in the same write.
 
 Per counter of a batch (docs/fold.md has the proof sketch):
 
@@ -37,7 +40,17 @@ from boto3.dynamodb.types import TypeDeserializer
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from dco.fold import CounterFold, Delta, EventRecord, FoldBatch, PoisonRecordError, parse_event
+from dco.fold import (
+    BUCKET_FIELDS,
+    CounterFold,
+    Delta,
+    EventRecord,
+    FoldBatch,
+    PoisonRecordError,
+    bucket_attribute,
+    parse_event,
+)
+from dco.learning import DEFAULT_PARAMS
 
 __all__ = ["ApplyResult", "CounterStore", "decode_stream", "default_client", "shard_of", "WATERMARK_PREFIX"]
 
@@ -47,6 +60,9 @@ WATERMARK_PREFIX = "seq_"
 # A watermark whose last record is this much older than the batch belongs to a shard that can never deliver
 # again (streams keep records 24 hours; the mapping drops records after MaximumRecordAgeInSeconds): pruned.
 PRUNE_AFTER_SECONDS = 48 * 3600
+# Time buckets an item keeps: those older than its newest bucket minus this are removed (what the stats object
+# keeps, dco.fold.prune_buckets).
+KEEP_BUCKETS = DEFAULT_PARAMS.buckets
 THROTTLING_CODES = frozenset(
     {
         "ProvisionedThroughputExceededException",
@@ -118,7 +134,8 @@ class ApplyResult:
     ``writes`` counts every UpdateItem request sent (a clean first application: one per distinct counter);
     ``applied`` counters changed; ``skipped`` counters already held all their records (conditional skips);
     ``conflicts`` compare-and-set retries; ``throttled`` throttled requests retried; ``pruned`` stale
-    watermarks removed; ``failed_sequences`` the first sequence number (as delivered) of each counter that
+    watermarks removed; ``expired`` time buckets removed (older than the newest ``KEEP_BUCKETS`` of their
+    item); ``failed_sequences`` the first sequence number (as delivered) of each counter that
     could not be applied, to report as batch item failures.
     """
 
@@ -129,6 +146,7 @@ class ApplyResult:
     conflicts: int = 0
     throttled: int = 0
     pruned: int = 0
+    expired: int = 0
     failed_sequences: list[str] = field(default_factory=list)
 
     @property
@@ -200,6 +218,7 @@ class CounterStore:
                 result.conflicts += stats.conflicts
                 result.throttled += stats.throttled
                 result.pruned += stats.pruned
+                result.expired += stats.expired
                 result.failed_sequences.extend(stats.failed_sequences)
 
         if self.max_workers == 1 or len(folds) <= 1:
@@ -228,6 +247,7 @@ class CounterStore:
         old = self._update(
             fold,
             fold.total,
+            fold.buckets,
             _watermark_value(fold.last, created_at),
             "attribute_not_exists(#w) OR #w < :first",
             {":first": {"S": fold.first}},
@@ -245,14 +265,14 @@ class CounterStore:
             if past is None:
                 stats.skipped += 1
                 return
-            delta, last, _lowest = past
+            delta, buckets, last, _lowest = past
             if current is None:
                 condition, values = "attribute_not_exists(#w)", {}
             else:
                 condition, values = "#w = :old", {":old": {"S": current}}
             stats.conflicts += 1
             old = self._update(
-                fold, delta, _watermark_value(last, created_at), condition, values, name, created_at, stats
+                fold, delta, buckets, _watermark_value(last, created_at), condition, values, name, created_at, stats
             )
         if old is _APPLIED:
             stats.applied += 1
@@ -263,6 +283,7 @@ class CounterStore:
         self,
         fold: CounterFold,
         delta: Delta,
+        buckets: Mapping[int, Delta],
         watermark: str,
         condition: str,
         values: dict[str, Any],
@@ -270,27 +291,32 @@ class CounterStore:
         created_at: int,
         stats: ApplyResult,
     ) -> Any:
-        """One conditional UpdateItem with throttling retries: ``_APPLIED`` or the item that failed the condition."""
+        """One conditional UpdateItem with throttling retries: ``_APPLIED`` or the item that failed the condition.
+
+        Adds ``delta`` to the all-time counts and each of ``buckets`` to its time bucket's attributes (the
+        fields that are not zero), in the same write as the watermark."""
+        adds = "ADD #i :i, #c :c, #v :v, #x :x"
+        names = {"#i": "impressions", "#c": "clicks", "#v": "conversions", "#x": "value", "#w": name}
+        numbers = {
+            ":i": {"N": str(delta.impressions)},
+            ":c": {"N": str(delta.clicks)},
+            ":v": {"N": str(delta.conversions)},
+            ":x": {"N": str(delta.value)},
+        }
+        for bucket, part in buckets.items():
+            for index, amount in enumerate((part.impressions, part.clicks, part.conversions, part.value)):
+                if amount:
+                    attribute = bucket_attribute(bucket, index)
+                    adds += f", #{attribute} :{attribute}"
+                    names[f"#{attribute}"] = attribute
+                    numbers[f":{attribute}"] = {"N": str(amount)}
         request = {
             "TableName": self.table_name,
             "Key": {"pk": {"S": fold.pk}},
-            "UpdateExpression": "ADD #i :i, #c :c, #v :v, #x :x SET #w = :w",
+            "UpdateExpression": f"{adds} SET #w = :w",
             "ConditionExpression": condition,
-            "ExpressionAttributeNames": {
-                "#i": "impressions",
-                "#c": "clicks",
-                "#v": "conversions",
-                "#x": "value",
-                "#w": name,
-            },
-            "ExpressionAttributeValues": {
-                ":i": {"N": str(delta.impressions)},
-                ":c": {"N": str(delta.clicks)},
-                ":v": {"N": str(delta.conversions)},
-                ":x": {"N": str(delta.value)},
-                ":w": {"S": watermark},
-                **values,
-            },
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": {**numbers, ":w": {"S": watermark}, **values},
             "ReturnValues": "ALL_NEW",
             "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
         }
@@ -316,32 +342,49 @@ class CounterStore:
     def _prune(
         self, pk: str, item: Mapping[str, Any], current: str, created_at: int, stats: ApplyResult
     ) -> None:
-        """Remove watermarks of shards whose last record is over 48 h older than this batch (best effort)."""
-        if created_at <= 0:
-            return
+        """Remove watermarks of shards whose last record is over 48 h older than this batch, and time buckets
+        older than the item's newest ``KEEP_BUCKETS`` (best effort, one write, only when there are some: about
+        once a day per counter for the buckets)."""
         stale = []
-        for attr, value in item.items():
-            if attr.startswith(WATERMARK_PREFIX) and attr != current and "S" in value:
-                seen = _watermark_time(value["S"])
-                if seen is not None and seen + PRUNE_AFTER_SECONDS < created_at:
-                    stale.append((attr, value["S"]))
-        if not stale:
+        if created_at > 0:
+            for attr, value in item.items():
+                if attr.startswith(WATERMARK_PREFIX) and attr != current and "S" in value:
+                    seen = _watermark_time(value["S"])
+                    if seen is not None and seen + PRUNE_AFTER_SECONDS < created_at:
+                        stale.append((attr, value["S"]))
+        expired = _expired_buckets(item)
+        if not stale and not expired:
             return
         names = {f"#p{i}": attr for i, (attr, _) in enumerate(stale)}
-        values = {f":p{i}": {"S": value} for i, (_, value) in enumerate(stale)}
+        names.update({f"#b{i}": attr for i, attr in enumerate(expired)})
+        request: dict[str, Any] = {
+            "TableName": self.table_name,
+            "Key": {"pk": {"S": pk}},
+            "UpdateExpression": "REMOVE " + ", ".join(names),
+            "ExpressionAttributeNames": names,
+        }
+        if stale:  # only watermarks that did not move since (a shard that came back keeps its watermark)
+            request["ConditionExpression"] = " AND ".join(f"#p{i} = :p{i}" for i in range(len(stale)))
+            request["ExpressionAttributeValues"] = {f":p{i}": {"S": value} for i, (_, value) in enumerate(stale)}
         stats.writes += 1
         try:
-            self.client.update_item(
-                TableName=self.table_name,
-                Key={"pk": {"S": pk}},
-                UpdateExpression="REMOVE " + ", ".join(names),
-                ConditionExpression=" AND ".join(f"#p{i} = :p{i}" for i in range(len(stale))),
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=values,
-            )
+            self.client.update_item(**request)
             stats.pruned += len(stale)
+            stats.expired += len({attr[:-1] for attr in expired})
         except ClientError as exc:  # a later update prunes them; never fails the batch
             logger.info("pruning %s skipped: %s", pk, exc.response.get("Error", {}).get("Code"))
+
+
+def _expired_buckets(item: Mapping[str, Any]) -> list[str]:
+    """The time-bucket attributes of a (typed) item older than its newest ``KEEP_BUCKETS`` buckets."""
+    buckets: list[tuple[int, str]] = []
+    for attr in item:
+        if attr[:1] == "e" and attr[-1:] in BUCKET_FIELDS and attr[1:-1].isdigit() and attr.isascii():
+            buckets.append((int(attr[1:-1]), attr))
+    if not buckets:
+        return []
+    newest = max(bucket for bucket, _ in buckets)
+    return sorted(attr for bucket, attr in buckets if bucket <= newest - KEEP_BUCKETS)
 
 
 _APPLIED = object()

@@ -5,7 +5,7 @@ publish-stats turns the Counters stream's NEW_IMAGEs into per-campaign absolute 
 
     GetObject (note the ETag; absent -> empty)
     -> dco.stats.merge_max(existing, update)          idempotent, commutative, associative
-    -> dco.fold.prune_buckets                           only the newest time buckets of comp:...#e<b> rows
+    -> dco.fold.prune_buckets                           only the newest time buckets of ...#e<b> rows
     -> unchanged counts? stop (no write: decide's conditional GETs keep their ETag)
     -> PutObject IfMatch=<etag>  (IfNoneMatch="*" when absent)
     -> 412 PreconditionFailed / 409 ConditionalRequestConflict: another writer won; re-read and merge again
@@ -29,7 +29,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from dco.errors import DcoError
-from dco.fold import PoisonRecordError, counter_row, prune_buckets
+from dco.fold import PoisonRecordError, counter_rows, prune_buckets
 from dco.stats import merge_max, validate_stats
 
 __all__ = ["StatsStore", "PublishResult", "StatsConflictError", "decode_counters", "default_client", "stats_key"]
@@ -62,8 +62,8 @@ def decode_counters(
 ) -> tuple[list[tuple[str, tuple[str, str, str, list[Any]]]], list[tuple[str, str]]]:
     """Decode a Counters stream event into ``([(sequence, row)], poison)``.
 
-    ``row`` is :func:`dco.fold.counter_row` of the NEW_IMAGE; counters the stats object does not carry are
-    dropped; ``poison`` lists ``(sequence number, reason)`` of malformed records.
+    The rows are :func:`dco.fold.counter_rows` of each NEW_IMAGE (its all-time counts and one row per time
+    bucket it keeps); counters the stats object does not carry are dropped; ``poison`` lists ``(sequence number, reason)`` of malformed records.
     """
     rows: list[tuple[str, tuple[str, str, str, list[Any]]]] = []
     poison: list[tuple[str, str]] = []
@@ -78,12 +78,11 @@ def decode_counters(
                 image = {name: _deserializer.deserialize(value) for name, value in typed.items()}
             except (TypeError, ValueError, KeyError, AttributeError) as exc:
                 raise PoisonRecordError(f"NewImage cannot be decoded: {exc}") from None
-            row = counter_row(image)
+            found = counter_rows(image)
         except PoisonRecordError as exc:
             poison.append((str(sequence), exc.reason))
             continue
-        if row is not None:
-            rows.append((str(sequence), row))
+        rows.extend((str(sequence), row) for row in found)
     return rows, poison
 
 
