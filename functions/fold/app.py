@@ -68,7 +68,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         extra={
             "shard": shard, "events": batch.events, "counters": result.counters, "writes": result.writes,
             "applied": result.applied, "skipped": result.skipped, "failed": result.failed,
-            "throttled": result.throttled, "poison": len(poison),
+            "throttled": result.throttled, "pruned": result.pruned, "expired": result.expired, "poison": len(poison),
         },
     )
     failed = sorted({seq for seq, _ in poison} | set(result.failed_sequences), key=_sequence_order)

@@ -15,9 +15,9 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import ClientError
 from dco.aws.counters import CounterStore, decode_stream
-from boto3.dynamodb.types import TypeDeserializer
 from dco.fold import Delta, EventRecord, aggregate, bucket_rows, parse_event
 
 from tests.conftest import load_event

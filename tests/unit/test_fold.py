@@ -9,8 +9,8 @@ import pytest
 from dco.fold import (
     Delta,
     EventRecord,
-    PoisonRecordError,
     Past,
+    PoisonRecordError,
     aggregate,
     bucket_rows,
     counter_row,

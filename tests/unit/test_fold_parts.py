@@ -189,7 +189,7 @@ def test_time_buckets_in_runs_or_step_by_step_match_the_plain_definition(monkeyp
     # GIVEN event times in stream order over four days with a few untimed events (runs: one bucket change per
     # midnight), and the same events with times flapping between the buckets
     times = sorted(rng.randint(86400 * 3, 86400 * 7) for _ in base)
-    ordered = [dataclasses.replace(r, ts=None if rng.random() < 0.05 else t) for r, t in zip(base, times)]
+    ordered = [dataclasses.replace(r, ts=None if rng.random() < 0.05 else t) for r, t in zip(base, times, strict=True)]
     flapping = [dataclasses.replace(r, ts=rng.choice([86400 * 3 + 7, 86400 * 4 + 7])) for r in base]
     midnight = [dataclasses.replace(r, ts=86400 * 4 - 300 + i) for i, r in enumerate(base)]  # one change of day
     for max_runs in (0, 1, 3, 16, 10**6):

@@ -479,7 +479,7 @@ def aggregate(records: Iterable[EventRecord]) -> FoldBatch:
                 fold.bucket_sums = _run_counts(runs, index, bucket, len(fold.steps))
     for shard, campaign, segments, index, value, at in others:
         for segment in segments:
-            for key, bucketed in zip(segment.keys, segment.bucketed):
+            for key, bucketed in zip(segment.keys, segment.bucketed, strict=True):
                 fold = counters[(shard, campaign, key)]
                 sums = fold.sums
                 sums[0] -= 1  # counted as an impression above
