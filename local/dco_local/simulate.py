@@ -14,6 +14,9 @@ Data flow::
                      batch ──> dco.learning.counter_keys per distinct event (the fold's keys, with the event's
                      time bucket) ──> absolute counters ──> the stats object (dco.learning.stats_object's shape,
                      newest time buckets only) ──> StatsTable.from_trusted ──> the next decisions
+    with --workers N: the impressions of each window are played by N forked processes (each context by one of
+                     them), each with a replica of the counters fed the same batches; the outcomes are merged in
+                     impression order before the next publication, so the results are the same for any N
 
 Scenario file (see examples/scenarios/*.json)::
 
@@ -47,6 +50,8 @@ holdout, whose uniform rotation is the same under every policy):
 from __future__ import annotations
 
 import argparse
+import bisect
+import contextlib
 import copy
 import csv
 import gc
@@ -54,13 +59,17 @@ import hashlib
 import itertools
 import json
 import math
+import multiprocessing
+import os
+import signal
 import sys
 import time
+import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -70,6 +79,8 @@ POLICIES = ("dco", "per-arm-ts", "random")
 SIGNAL_OF = {"region": "geo.region", "device": "device.type"}
 START = datetime(2026, 11, 2, tzinfo=UTC)
 VIEWERS_PER_CONTEXT = 2000
+PARALLEL_FROM = 50_000  # impressions from which --workers defaults to more than one process
+MAX_AUTO_WORKERS = 4
 
 
 class ScenarioError(ValueError):
@@ -360,6 +371,398 @@ def _moving_ratio_crossing(served: Any, best: Any, window: int) -> int | None:
     return last + window  # window ending at array index last + window is the first that stays above
 
 
+class _Counters:
+    """The counters a run has published, by stats-object section, and the stats table of the next window.
+
+    ``sections``: ``arms``, ``components``, ``splits`` (keys without the ``arm:``/``comp:``/``split:`` prefix,
+    rows ``[impressions, clicks, conversions, value]``); the rows that the events of one batch key increment are
+    resolved once per key and time bucket, and the time-bucketed rows are kept by bucket so that old buckets can
+    be dropped. With ``--workers`` every worker keeps a replica fed the same batches in the same order, so each
+    builds the same stats table for the next window without the table crossing a pipe.
+    """
+
+    def __init__(
+        self, truth: Truth, params: Any, cid: str, combo_arm: Sequence[str], ctx_signals: Sequence[Mapping[str, str]],
+        campaign_id: str,
+    ) -> None:
+        self.truth = truth
+        self.params = params
+        self.cid = cid
+        self.combo_arm = combo_arm
+        self.ctx_signals = ctx_signals
+        self.campaign_id = campaign_id
+        self.sections: dict[str, dict[str, list[Any]]] = {"arms": {}, "components": {}, "splits": {}}
+        self.section_of = {"arm": self.sections["arms"], "comp": self.sections["components"],
+                           "split": self.sections["splits"]}
+        self.by_bucket: dict[int, list[tuple[dict[str, list[Any]], str]]] = {}
+        self.by_arm_bucket: dict[int, list[tuple[dict[str, list[Any]], str]]] = {}
+        self.row_memo: dict[tuple[Any, ...], list[list[Any]]] = {}
+        # per batch key: the rows of its counters without a time bucket (they live as long as the run) and the
+        # (section, kind, key without the bucket suffix) of the time-bucketed ones
+        self.key_parts: dict[tuple[Any, ...], tuple[list[list[Any]], list[tuple[dict[str, list[Any]], str, str]]]] = {}
+        self.seconds = 0.0  # spent publishing (adding the counts, building the stats tables)
+
+    def rows_of(self, combo: int | None, ci: int, hold: bool, other: str | None, epoch_time: int) -> list[list[Any]]:
+        """The counter rows one event of a batch key increments in the time bucket of ``epoch_time``:
+        :func:`dco.learning.counter_keys` (the fold's keys), resolved once per batch key; rows are created on
+        first use."""
+        from dco import learning
+
+        params = self.params
+        bkey = (combo, ci, hold, other)
+        parts = self.key_parts.get(bkey)
+        if parts is None:
+            if combo is None:
+                arm, creative, variants = other, other, ()
+            else:
+                arm, creative = self.combo_arm[combo], self.cid
+                variants = [f"{s}={v}" for s, v in zip(self.truth.slot_names, self.truth.combos[combo], strict=True)]
+            fixed: list[list[Any]] = []
+            bucketed: list[tuple[dict[str, list[Any]], str, str]] = []
+            for key in learning.counter_keys(
+                arm=arm, creative=creative, variants=variants, context=self.ctx_signals[ci], holdout=hold,
+                now_s=epoch_time, bucket_s=params.bucket_s,
+            ):
+                prefix, _, rest = key.partition(":")
+                section = self.section_of[prefix]
+                if learning.BUCKET_SUFFIX in rest:
+                    bucketed.append((section, prefix, rest.rpartition(learning.BUCKET_SUFFIX)[0]))
+                else:
+                    row = section.get(rest)
+                    if row is None:
+                        row = section[rest] = [0, 0, 0, 0.0]
+                    fixed.append(row)
+            parts = self.key_parts[bkey] = (fixed, bucketed)
+        bucket = epoch_time // params.bucket_s
+        suffix = f"{learning.BUCKET_SUFFIX}{bucket}"
+        out = list(parts[0])
+        for section, prefix, base in parts[1]:
+            rest = base + suffix
+            row = section.get(rest)
+            if row is None:
+                row = section[rest] = [0, 0, 0, 0.0]
+                (self.by_arm_bucket if prefix == "arm" else self.by_bucket).setdefault(bucket, []).append((section, rest))
+            out.append(row)
+        return out
+
+    def add(self, batch: Mapping[tuple[Any, ...], Sequence[int]], epoch_time: int) -> None:
+        """Count one window's batch (batch key -> ``[impressions, clicks, ...]``, in the order the keys were first
+        met: new counter rows are made in that order, which fixes the key order of the stats object) in the time
+        bucket of ``epoch_time``; then drop what publish-stats would no longer carry."""
+        t0 = time.perf_counter()
+        params = self.params
+        epoch = epoch_time // params.bucket_s
+        row_memo = self.row_memo
+        for bkey, counts in batch.items():
+            memo_key = (*bkey, epoch)
+            rows = row_memo.get(memo_key)
+            if rows is None:
+                rows = row_memo[memo_key] = self.rows_of(*bkey, epoch_time)
+            imps, clicks = counts[0], counts[1]
+            for row in rows:
+                row[0] += imps
+                row[1] += clicks
+        # publish-stats carries the newest `buckets` time buckets only, and the newest `arm_buckets` of the
+        # time-bucketed combination counters (the short-memory fit)
+        dropped = False
+        for buckets, keep in ((self.by_bucket, params.buckets), (self.by_arm_bucket, params.arm_buckets)):
+            oldest = epoch - keep + 1
+            for bucket in [b for b in buckets if b < oldest]:
+                dropped = True
+                for section, rest in buckets.pop(bucket):
+                    del section[rest]
+        if dropped:  # the memoized rows of older time buckets are gone
+            for memo_key in [k for k in row_memo if k[-1] < epoch]:
+                del row_memo[memo_key]
+        self.seconds += time.perf_counter() - t0
+
+    def stats_object(self, epoch_time: int) -> dict[str, Any]:
+        """The stats object publish-stats would write (:func:`dco.learning.stats_object`'s shape), rows copied:
+        the counters keep counting."""
+        return {
+            "version": 1, "campaign": self.campaign_id, "updated_at": int(epoch_time),
+            **{name: {k: [r[0], r[1], r[2], r[3]] for k, r in rows.items()} for name, rows in self.sections.items()},
+        }
+
+    def table(self, epoch_time: int) -> Any:
+        """The stats table of the next window; built from rows this process made, so without validation.
+
+        The table reads the live sections, not a copy (copying every row cost about a third of a publication):
+        the run uses it only until the next :meth:`add`, when the next table takes over, and nothing keeps
+        state derived from an old table's rows (the engine's and the learning module's caches are per table).
+        """
+        from dco.stats import StatsTable
+
+        t0 = time.perf_counter()
+        table = StatsTable.from_trusted(
+            {"version": 1, "campaign": self.campaign_id, "updated_at": int(epoch_time), **self.sections}
+        )
+        self.seconds += time.perf_counter() - t0
+        return table
+
+
+class _Played(NamedTuple):
+    """What one process decided in one stats window (lists in the order played)."""
+
+    indices: list[int] | None  # the impressions played; None: all of the window, in order
+    served: list[float]  # true click probability of what was served
+    clicks: list[int]
+    holdouts: list[bool]
+    batch: dict[tuple[Any, ...], list[int]]  # batch key -> [impressions, clicks, first impression index]
+    log: list[tuple[Any, ...]] | None  # decision-log rows (with --log-out)
+    costs: dict[int, tuple[int, float]] | None  # per context played: (impressions, seconds), for the balance
+
+
+class _Player:
+    """The per-impression part of a run: decide with the real engine, draw the click, add it to the batch.
+
+    Every decision depends only on the stats table of its window, the request and its own seed (the draw
+    tables are seeded from the stats table and their key, whoever builds them first), so the impressions of a
+    window can be played in any grouping and order (:meth:`play` with ``contexts``) and give the same decisions
+    as one pass in order.
+    """
+
+    def __init__(
+        self, engine: Any, truth: Truth, cid: str, pools: Sequence[Sequence[Any]], ctx_array: Any,
+        viewer_draw: list[int], uniforms: list[float], seed_base: int, phase_changes: Sequence[int], base_p: float,
+        log: bool,
+    ) -> None:
+        self.engine = engine
+        self.cid = cid
+        self.pools = pools
+        self.ctx_array = ctx_array
+        self.ctx_draw: list[int] = ctx_array.tolist()
+        self.viewer_draw = viewer_draw
+        self.uniforms = uniforms
+        self.seed_base = seed_base
+        self.phase_changes = phase_changes  # the first impression of each drift phase (phase 0 starts at 0)
+        self.prob_by_phase = [t.tolist() for t in truth.tables]
+        self.base_p = base_p
+        self.log = log
+        self.combo_index = {
+            tuple(zip(truth.slot_names, combo, strict=True)): j for j, combo in enumerate(truth.combos)
+        }
+
+    def play(self, stats: Any, lo: int, hi: int, contexts: Sequence[int] | None = None) -> _Played:
+        """Decide impressions ``lo`` to ``hi - 1`` on ``stats``: all, in order, or (``contexts`` given) those
+        whose context index is in ``contexts``, context by context (each context's draw tables stay at hand,
+        and its cost is measured for the next window's balance)."""
+        ctx_draw, viewer_draw, uniforms, pools = self.ctx_draw, self.viewer_draw, self.uniforms, self.pools
+        indices: list[int] | None = None
+        costs: dict[int, tuple[int, float]] | None = None
+        blocks: list[tuple[int, Sequence[int]]]
+        if contexts is None:
+            blocks = [(-1, range(lo, hi))]
+        else:
+            window = self.ctx_array[lo:hi]
+            blocks = [(ci, (np.flatnonzero(window == ci) + lo).tolist()) for ci in contexts]
+            indices = [i for _, block in blocks for i in block]
+            costs = {}
+        changes = self.phase_changes
+        never = len(ctx_draw)
+        decide = self.engine.decide
+        combo_get = self.combo_index.get
+        cid, base_p, seed_base = self.cid, self.base_p, self.seed_base
+        served: list[float] = []
+        clicks: list[int] = []
+        holdouts: list[bool] = []
+        batch: dict[tuple[Any, ...], list[int]] = {}
+        log: list[tuple[Any, ...]] | None = [] if self.log else None
+        for block_ci, block in blocks:
+            if not block:
+                continue
+            t0 = time.perf_counter()
+            phase = bisect.bisect_right(changes, block[0]) - 1
+            next_change = changes[phase + 1] if phase + 1 < len(changes) else never
+            probs = self.prob_by_phase[phase]
+            for i in block:
+                while i >= next_change:  # a context's share of the window can step over more than one change
+                    phase += 1
+                    probs = self.prob_by_phase[phase]
+                    next_change = changes[phase + 1] if phase + 1 < len(changes) else never
+                ci = ctx_draw[i]
+                d = decide(pools[ci][viewer_draw[i]], stats, seed=seed_base + i)
+                combo = combo_get(d.variants) if d.creative == cid else None
+                p = base_p if combo is None else probs[ci][combo]
+                click = 1 if uniforms[i] < p else 0
+                served.append(p)
+                clicks.append(click)
+                holdouts.append(d.holdout)
+                bkey = (combo, ci, d.holdout, None if combo is not None else d.arm)
+                row = batch.get(bkey)
+                if row is None:  # a key holds one context: met first at its smallest impression
+                    batch[bkey] = [1, click, i]
+                else:
+                    row[0] += 1
+                    row[1] += click
+                if log is not None:
+                    log.append((ci, d.arm, click, d.propensity, d.holdout))
+            if costs is not None:
+                costs[block_ci] = (len(block), time.perf_counter() - t0)
+        return _Played(indices, served, clicks, holdouts, batch, log, costs)
+
+
+def _phase_changes(truth: Truth, n: int) -> list[int]:
+    """The first impression of each drift phase: phase ``k`` starts at ``ceil(start_k * n)``, and at least one
+    impression after phase ``k - 1`` (phases whose starts round to the same impression follow one by one)."""
+    out: list[int] = []
+    for p in truth.phases:
+        at = math.ceil(p.start * n)
+        out.append(at if not out else max(at, out[-1] + 1))
+    return out
+
+
+def _assign(counts: Sequence[int], per_impression: Mapping[int, float], workers: int) -> list[list[int]]:
+    """The context indices each worker plays in one window: the costliest first to the least loaded worker.
+
+    A context's cost is its impressions in the window times its seconds per impression when last played
+    (``per_impression``; the mean of the known ones for a context not played yet, 1 for all in the first
+    window): a small context builds about as many draw tables as a large one, so it costs more per impression.
+    A context is never split: the draw tables (the costly part of a window after the decisions themselves) are
+    per context, so each is built by one process only.
+    """
+    known = [per_impression[ci] for ci in range(len(counts)) if ci in per_impression]
+    fallback = sum(known) / len(known) if known else 1.0
+    cost = [counts[ci] * per_impression.get(ci, fallback) for ci in range(len(counts))]
+    load = [0.0] * workers
+    mine: list[list[int]] = [[] for _ in range(workers)]
+    for ci in sorted(range(len(counts)), key=lambda c: (-cost[c], c)):
+        if counts[ci] == 0:
+            continue
+        w = min(range(workers), key=lambda k: (load[k], k))
+        load[w] += cost[ci]
+        mine[w].append(ci)
+    return mine
+
+
+def auto_workers(n: int, contexts: int) -> int:
+    """The default ``--workers``: one process for runs under :data:`PARALLEL_FROM` impressions (forking and the
+    per-window exchange would cost more than they save) or where ``fork`` is missing; otherwise one per usable
+    CPU, at most :data:`MAX_AUTO_WORKERS` and at most one per context (contexts are never split)."""
+    if n < PARALLEL_FROM or "fork" not in multiprocessing.get_all_start_methods():
+        return 1
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, MAX_AUTO_WORKERS, contexts))
+
+
+def _work(conn: Any, others: Sequence[Any], counters: _Counters, player: _Player, campaign_id: str) -> None:
+    """A worker process: per window, count the previous window's batch into its replica of the counters, build
+    the stats table, play its share of the impressions and send it back. At the end (a ``stop`` message with the
+    last batch) its CPU and publishing seconds, and when asked the final stats object (every replica holds the
+    same counts, so the parent keeps none). Errors go back as text (the parent raises them)."""
+    from dco.stats import StatsTable
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it ends the workers
+    for other in others:  # the parent's ends (when the parent dies, recv() sees EOF instead of waiting forever)
+        other.close()  # and the other workers' (when this one dies, the parent sees EOF)
+    cpu_start = time.process_time()
+    try:
+        stats = StatsTable.empty(campaign_id)
+        while True:
+            msg = conn.recv()
+            if msg[0] == "stop":
+                _, batch, epoch_time, want = msg
+                obj = None
+                if want:
+                    counters.add(batch, epoch_time)
+                    obj = counters.stats_object(epoch_time)
+                conn.send(("done", time.process_time() - cpu_start, counters.seconds, obj))
+                break
+            _, batch, epoch_time, lo, hi, contexts = msg
+            if batch is not None:
+                counters.add(batch, epoch_time)
+                stats = counters.table(epoch_time)
+            conn.send(player.play(stats, lo, hi, contexts))
+    except (EOFError, BrokenPipeError):  # the parent is gone
+        pass
+    except BaseException:  # noqa: BLE001 - anything: the parent must hear of it, not wait
+        with contextlib.suppress(OSError):
+            conn.send(("error", traceback.format_exc()))
+    finally:
+        conn.close()
+
+
+class _Pool:
+    """``workers`` forked worker processes (see :func:`_work`), each with its end of a pipe; :meth:`close` ends
+    them whatever happened (an exception, Ctrl-C in the parent)."""
+
+    def __init__(self, workers: int, counters: _Counters, player: _Player, campaign_id: str) -> None:
+        ctx = multiprocessing.get_context("fork")
+        pipes = [ctx.Pipe() for _ in range(workers)]
+        self.conns = [parent for parent, _ in pipes]
+        self.procs: list[Any] = []
+        self.cpu_seconds = 0.0
+        self.publish_seconds = 0.0
+        self.finished = False
+        try:
+            for k, (_, child) in enumerate(pipes):
+                # every other pipe end this child inherits is closed in it, so that EOF reaches whoever waits
+                others = self.conns + [c for j, (_, c) in enumerate(pipes) if j != k]
+                proc = ctx.Process(
+                    target=_work, args=(child, others, counters, player, campaign_id), name=f"dco-simulate-{k}",
+                    daemon=True,
+                )
+                proc.start()
+                self.procs.append(proc)
+        except BaseException:
+            self.close()
+            raise
+        finally:
+            for _, child in pipes:
+                child.close()
+
+    def _recv(self, k: int) -> Any:
+        try:
+            msg = self.conns[k].recv()
+        except EOFError:
+            raise RuntimeError(f"simulate worker {k} exited (code {self.procs[k].exitcode})") from None
+        if not isinstance(msg, _Played) and msg[0] == "error":
+            raise RuntimeError(f"simulate worker {k} failed:\n{msg[1]}")
+        return msg
+
+    def send(
+        self, batch: dict[tuple[Any, ...], list[int]] | None, epoch_time: int, lo: int, hi: int,
+        shares: Sequence[Sequence[int]],
+    ) -> None:
+        """Start a window: the previous window's batch (None: the first window, empty stats) and each worker's
+        share of the contexts."""
+        for conn, contexts in zip(self.conns, shares, strict=True):
+            conn.send(("window", batch, epoch_time, lo, hi, contexts))
+
+    def receive(self) -> list[_Played]:
+        return [self._recv(k) for k in range(len(self.conns))]
+
+    def finish(self, batch: dict[tuple[Any, ...], list[int]], epoch_time: int) -> dict[str, Any]:
+        """Stop the workers cleanly, collect their CPU and publishing seconds, and the final stats object (the
+        first worker's replica, with the last window's ``batch`` counted)."""
+        for k, conn in enumerate(self.conns):
+            conn.send(("stop", batch, epoch_time, k == 0))
+        obj: dict[str, Any] = {}
+        for k in range(len(self.conns)):
+            _, cpu, published, final = self._recv(k)
+            self.cpu_seconds += cpu
+            self.publish_seconds = max(self.publish_seconds, published)
+            obj = final if k == 0 else obj
+        self.finished = True
+        return obj
+
+    def close(self) -> None:
+        """End the workers: after :meth:`finish` they are exiting already; otherwise (an error, Ctrl-C) they may
+        be mid-window and are terminated at once."""
+        for conn in self.conns:
+            conn.close()
+        for proc in self.procs:
+            if not self.finished:
+                proc.terminate()
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+
+
 def simulate(
     scenario: Scenario,
     policy: str = "dco",
@@ -371,8 +774,13 @@ def simulate(
     log_out: str | None = None,
     with_products: bool = False,
     progress: bool = False,
+    workers: int | None = None,
 ) -> RunResult:
-    """Play ``scenario`` with ``policy``; returns the summary (see the module docstring) and the final stats."""
+    """Play ``scenario`` with ``policy``; returns the summary (see the module docstring) and the final stats.
+
+    ``workers``: processes that play the impressions of each stats window (None: :func:`auto_workers`); the
+    results are the same for any number, only the timing fields differ.
+    """
     from dco import learning
     from dco.device import Device
     from dco.request import AdRequest, Geo
@@ -380,6 +788,8 @@ def simulate(
 
     if policy not in POLICIES:
         raise ScenarioError(f"policy must be one of {POLICIES}, got {policy!r}")
+    if workers is not None and (not isinstance(workers, int) or workers < 1):
+        raise ScenarioError(f"--workers must be a whole number >= 1, got {workers!r}")
     params = params or learning.DEFAULT_PARAMS
     n = int(impressions or scenario.impressions)
     truth = Truth(scenario)
@@ -388,7 +798,7 @@ def simulate(
     campaign_id = engine.campaign.id
 
     rnd = np.random.default_rng(seed)
-    ctx_draw = rnd.choice(len(truth.contexts), size=n, p=truth.context_probs / truth.context_probs.sum()).tolist()
+    ctx_array = rnd.choice(len(truth.contexts), size=n, p=truth.context_probs / truth.context_probs.sum())
     viewer_draw = rnd.integers(VIEWERS_PER_CONTEXT, size=n).tolist()
     uniforms = rnd.random(n).tolist()
     seed_base = int.from_bytes(hashlib.blake2b(f"sim{seed}".encode(), digest_size=6).digest(), "big") << 20
@@ -407,165 +817,89 @@ def simulate(
         )
         ctx_signals.append(learning.event_context(truth.signals(ctx)))
 
-    combo_index = {
-        tuple(zip(truth.slot_names, combo, strict=True)): j for j, combo in enumerate(truth.combos)
-    }
     combo_arm = [learning.combination_arm(cid, combo) for combo in truth.combos]
-    best_by_phase = [t.max(axis=1).tolist() for t in truth.tables]
-    prob_by_phase = [t.tolist() for t in truth.tables]
     base_p = 1.0 / (1.0 + math.exp(-scenario.base_logit))
     phase_starts = [math.ceil(p.start * n) for p in truth.phases]
-
-    # The published counters by stats-object section (``arms``, ``components``, ``splits``: keys without the
-    # ``arm:``/``comp:``/``split:`` prefix), the rows that the events of one batch key increment (resolved once
-    # per key and time bucket), and the time-bucketed rows by bucket, so that old buckets can be dropped.
-    sections: dict[str, dict[str, list[Any]]] = {"arms": {}, "components": {}, "splits": {}}
-    section_of = {"arm": sections["arms"], "comp": sections["components"], "split": sections["splits"]}
-    by_bucket: dict[int, list[tuple[dict[str, list[Any]], str]]] = {}
-    by_arm_bucket: dict[int, list[tuple[dict[str, list[Any]], str]]] = {}
-    row_memo: dict[tuple[Any, ...], list[list[Any]]] = {}
-    batch: dict[tuple[Any, ...], list[int]] = {}
+    changes = _phase_changes(truth, n)
     seconds_per_impression = 86400.0 / scenario.impressions_per_day
     start_s = int(START.timestamp())
-    stats = StatsTable.empty(campaign_id)
     refresh = max(1, scenario.stats_refresh)
+    counters = _Counters(truth, params, cid, combo_arm, ctx_signals, campaign_id)
+    player = _Player(engine, truth, cid, pools, ctx_array, viewer_draw, uniforms, seed_base, changes, base_p,
+                     log_out is not None)
+    if workers is None:
+        workers = auto_workers(n, len(truth.contexts))
+    if n <= refresh:  # one window: nothing to share out
+        workers = 1
 
+    served_p = np.empty(n, dtype=float)
+    clicked = np.empty(n, dtype=np.int8)
+    is_holdout = np.empty(n, dtype=bool)
     log_rows: list[tuple[Any, ...]] | None = [] if log_out else None
-    refresh_seconds = 0.0
-
-    # per batch key: the rows of its counters without a time bucket (they live as long as the run) and the
-    # (section, kind, key without the bucket suffix) of the time-bucketed ones
-    key_parts: dict[tuple[Any, ...], tuple[list[list[Any]], list[tuple[dict[str, list[Any]], str, str]]]] = {}
-
-    def rows_of(combo: int | None, ci: int, hold: bool, other: str | None, epoch_time: int) -> list[list[Any]]:
-        """The counter rows one event of a batch key increments in the time bucket of ``epoch_time``:
-        :func:`dco.learning.counter_keys` (the fold's keys), resolved once per batch key; rows are created on
-        first use."""
-        bkey = (combo, ci, hold, other)
-        parts = key_parts.get(bkey)
-        if parts is None:
-            if combo is None:
-                arm, creative, variants = other, other, ()
-            else:
-                arm, creative = combo_arm[combo], cid
-                variants = [f"{s}={v}" for s, v in zip(truth.slot_names, truth.combos[combo], strict=True)]
-            fixed: list[list[Any]] = []
-            bucketed: list[tuple[dict[str, list[Any]], str, str]] = []
-            for key in learning.counter_keys(
-                arm=arm, creative=creative, variants=variants, context=ctx_signals[ci], holdout=hold,
-                now_s=epoch_time, bucket_s=params.bucket_s,
-            ):
-                prefix, _, rest = key.partition(":")
-                section = section_of[prefix]
-                if learning.BUCKET_SUFFIX in rest:
-                    bucketed.append((section, prefix, rest.rpartition(learning.BUCKET_SUFFIX)[0]))
-                else:
-                    row = section.get(rest)
-                    if row is None:
-                        row = section[rest] = [0, 0, 0, 0.0]
-                    fixed.append(row)
-            parts = key_parts[bkey] = (fixed, bucketed)
-        bucket = epoch_time // params.bucket_s
-        suffix = f"{learning.BUCKET_SUFFIX}{bucket}"
-        out = list(parts[0])
-        for section, prefix, base in parts[1]:
-            rest = base + suffix
-            row = section.get(rest)
-            if row is None:
-                row = section[rest] = [0, 0, 0, 0.0]
-                (by_arm_bucket if prefix == "arm" else by_bucket).setdefault(bucket, []).append((section, rest))
-            out.append(row)
-        return out
-
-    def publish(upto: int, epoch_time: int) -> Any:
-        nonlocal refresh_seconds
-        t0 = time.perf_counter()
-        epoch = epoch_time // params.bucket_s
-        for bkey, (imps, clicks) in batch.items():
-            memo_key = (*bkey, epoch)
-            rows = row_memo.get(memo_key)
-            if rows is None:
-                rows = row_memo[memo_key] = rows_of(*bkey, epoch_time)
-            for row in rows:
-                row[0] += imps
-                row[1] += clicks
-        batch.clear()
-        # publish-stats carries the newest `buckets` time buckets only, and the newest `arm_buckets` of the
-        # time-bucketed combination counters (the short-memory fit)
-        dropped = False
-        for buckets, keep in ((by_bucket, params.buckets), (by_arm_bucket, params.arm_buckets)):
-            oldest = epoch - keep + 1
-            for bucket in [b for b in buckets if b < oldest]:
-                dropped = True
-                for section, rest in buckets.pop(bucket):
-                    del section[rest]
-        if dropped:  # the memoized rows of older time buckets are gone
-            for memo_key in [k for k in row_memo if k[-1] < epoch]:
-                del row_memo[memo_key]
-        # the stats object publish-stats would write (learning.stats_object's shape), rows copied: the counters
-        # keep counting; built here from rows this process made, so the table is built without validation
-        obj = {
-            "version": 1, "campaign": campaign_id, "updated_at": int(epoch_time),
-            **{name: {k: [r[0], r[1], r[2], r[3]] for k, r in rows.items()} for name, rows in sections.items()},
-        }
-        table = StatsTable.from_trusted(obj)
-        refresh_seconds += time.perf_counter() - t0
-        return table, obj
-
-    decide = engine.decide
-    obj: dict[str, Any] = learning.stats_object({}, campaign=campaign_id)
-    phase = 0
-    probs = prob_by_phase[0]
-    bests = best_by_phase[0]
-    window_start_time = start_s
-    served: list[float] = []
-    best: list[float] = []
-    clicks: list[int] = []
-    holdouts: list[bool] = []
     # The run keeps hundreds of thousands of counter rows alive and allocates more at every publication: with
     # the default thresholds the collector's passes over the young generations cost about a tenth of the run.
     gc_thresholds = gc.get_threshold()
     gc.set_threshold(max(gc_thresholds[0], 50_000), *(max(t, 20) for t in gc_thresholds[1:]))
+    pool: _Pool | None = None
     t_start = time.perf_counter()
     cpu_start = time.process_time()
     try:
-        for i in range(n):
-            if i and i % refresh == 0:
-                stats, obj = publish(i, window_start_time)
-                window_start_time = start_s + int(i * seconds_per_impression)
-                if progress and i % (refresh * 50) == 0:
-                    print(f"  {i:,} impressions, {i / (time.perf_counter() - t_start):,.0f}/s", file=sys.stderr, flush=True)
-            if phase + 1 < len(phase_starts) and i >= phase_starts[phase + 1]:
-                phase += 1
-                probs = prob_by_phase[phase]
-                bests = best_by_phase[phase]
-            ci = ctx_draw[i]
-            d = decide(pools[ci][viewer_draw[i]], stats, seed=seed_base + i)
-            combo = combo_index.get(d.variants) if d.creative == cid else None
-            p = base_p if combo is None else probs[ci][combo]
-            click = 1 if uniforms[i] < p else 0
-            served.append(p)
-            best.append(bests[ci])
-            clicks.append(click)
-            holdouts.append(d.holdout)
-            bkey = (combo, ci, d.holdout, None if combo is not None else d.arm)
-            row = batch.get(bkey)
-            if row is None:
-                batch[bkey] = [1, click]
+        if workers > 1:
+            # the run's objects (pools of requests, the engine, the truth) go to the permanent generation: the
+            # workers' collections then never walk them, nor copy the pages their reference counts are on
+            gc.freeze()
+            pool = _Pool(workers, counters, player, campaign_id)
+        stats = StatsTable.empty(campaign_id)
+        batch: dict[tuple[Any, ...], list[int]] | None = None  # the previous window's, not counted yet
+        per_impression: dict[int, float] = {}  # per context: seconds per impression when last played
+        window_start_time = epoch_time = start_s
+        for lo in range(0, n, refresh):
+            hi = min(lo + refresh, n)
+            if lo:
+                epoch_time = window_start_time
+                window_start_time = start_s + int(lo * seconds_per_impression)
+                if progress and lo % (refresh * 50) == 0:
+                    print(f"  {lo:,} impressions, {lo / (time.perf_counter() - t_start):,.0f}/s", file=sys.stderr, flush=True)
+            if pool is None:
+                if batch is not None:
+                    counters.add(batch, epoch_time)
+                    stats = counters.table(epoch_time)
+                played = [player.play(stats, lo, hi)]
             else:
-                row[0] += 1
-                row[1] += click
-            if log_rows is not None:
-                log_rows.append((ci, d.arm, click, d.propensity, d.holdout))
-        stats, obj = publish(n, window_start_time)
+                counts = np.bincount(ctx_array[lo:hi], minlength=len(truth.contexts)).tolist()
+                pool.send(batch, epoch_time, lo, hi, _assign(counts, per_impression, workers))
+                played = pool.receive()
+            batch = {}
+            for part in played:
+                at: Any = slice(lo, hi) if part.indices is None else np.asarray(part.indices, dtype=np.intp)
+                served_p[at] = part.served
+                clicked[at] = part.clicks
+                is_holdout[at] = part.holdouts
+                batch.update(part.batch)
+                if part.costs:
+                    per_impression.update({ci: s / max(k, 1) for ci, (k, s) in part.costs.items()})
+                if log_rows is not None and part.log is not None:
+                    log_rows.extend(zip(range(lo, hi) if part.indices is None else part.indices, part.log, strict=True))
+            if pool is not None:  # the batch keys in the order a single pass meets them (the stats' key order)
+                batch = dict(sorted(batch.items(), key=lambda item: item[1][2]))
+        if pool is not None:
+            obj = pool.finish(batch or {}, window_start_time)
+        else:
+            counters.add(batch or {}, window_start_time)
+            obj = counters.stats_object(window_start_time)
     finally:
         gc.set_threshold(*gc_thresholds)
+        if workers > 1:
+            gc.unfreeze()
+        if pool is not None:
+            pool.close()
     elapsed = time.perf_counter() - t_start
-    cpu = time.process_time() - cpu_start
-    served_p = np.asarray(served, dtype=float)
-    best_p = np.asarray(best, dtype=float)
-    clicked = np.asarray(clicks, dtype=np.int8)
-    is_holdout = np.asarray(holdouts, dtype=bool)
+    cpu = time.process_time() - cpu_start + (pool.cpu_seconds if pool is not None else 0.0)
+    refresh_seconds = counters.seconds if pool is None else pool.publish_seconds
+    if log_rows is not None:
+        log_rows = [row for _, row in sorted(log_rows, key=lambda item: item[0])] if workers > 1 else [r for _, r in log_rows]
+    phase_of = np.searchsorted(np.asarray(changes), np.arange(n), side="right") - 1
+    best_p = np.asarray([t.max(axis=1).tolist() for t in truth.tables], dtype=float)[phase_of, ctx_array]
 
     steer = ~is_holdout
     idx = np.nonzero(steer)[0]
@@ -606,6 +940,7 @@ def simulate(
         "cpu_seconds": round(cpu, 2),
         "impressions_per_cpu_second": round(n / cpu) if cpu > 0 else None,
         "publish_seconds": round(refresh_seconds, 2),
+        "workers": workers,
     }
     summary["ctr_over_random"] = summary["ctr"] / rand if summary["ctr"] is not None else None
     summary["ctr_over_oracle"] = summary["ctr"] / oracle if summary["ctr"] is not None else None
@@ -679,7 +1014,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             scenario.stats_refresh = args.stats_refresh
         result = simulate(
             scenario, args.policy, impressions=args.impressions, seed=args.seed, holdout=args.holdout, params=params,
-            log_out=args.log_out, with_products=args.with_products, progress=not args.json,
+            log_out=args.log_out, with_products=args.with_products, progress=not args.json, workers=args.workers,
         )
     except ScenarioError as exc:
         print(f"dco: {exc}", file=sys.stderr)
@@ -692,6 +1027,19 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         return 0
     print(json.dumps(s, indent=2))
     return 0
+
+
+def _workers_arg(text: str) -> int | None:
+    """``--workers``: a whole number >= 1, or ``auto`` (None: :func:`auto_workers`)."""
+    if text == "auto":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1 or auto, got {text!r}")
+    return value
 
 
 def add_parser(sub: Any) -> None:
@@ -720,5 +1068,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--with-products", action="store_true", help="keep the creative's product selection")
     p.add_argument("--log-out", help="write the decision log (logged-bandit CSV for `dco evaluate`)")
     p.add_argument("--stats-out", help="write the final stats object (.json, or .msgpack) for `dco report`")
+    p.add_argument("--workers", type=_workers_arg, default=None,
+                   help="processes that play each stats window (same results for any number; default auto: "
+                   f"1 under {PARALLEL_FROM:,} impressions, else one per CPU up to {MAX_AUTO_WORKERS})")
     p.add_argument("--json", action="store_true", help="one JSON line, no progress")
     p.set_defaults(func=cmd_simulate)

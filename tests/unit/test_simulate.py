@@ -148,3 +148,38 @@ def test_cached_draw_tables_give_the_same_decisions_as_fresh_ones():
     tables = next(v for k, v in warm.memo.items() if k[0] == "learning.tables")
     assert sum(1 for key in tables[1] if key[-1]) > 20  # many per-partner tables were built and reused
     assert len({d.variants for d in decisions.values()}) > 5
+
+
+TIMING = ("seconds", "impressions_per_second", "cpu_seconds", "impressions_per_cpu_second", "publish_seconds", "workers")
+
+
+def test_worker_processes_give_the_same_run_as_one(tmp_path):
+    # GIVEN a small scenario with drift, four contexts and short stats windows (phases change mid-window; the
+    # contexts are shared out between the workers, three workers leave one idle in some windows)
+    scenario = scenario_from_dict({**TINY, "contexts": {**TINY["contexts"], "device": {"mobile": 0.6, "desktop": 0.4}},
+                                   "drift": [{"at": 0.3, "terms": []}, {"at": 0.55, "terms": TINY["drift"][0]["terms"]}]})
+    runs = {}
+    for workers in (1, 2, 3):
+        log = tmp_path / f"log{workers}.csv"
+        result = simulate(scenario, "dco", impressions=2600, seed=5, log_out=str(log), workers=workers)
+        runs[workers] = (result, log.read_bytes())
+    # THEN every figure but the timings, the final stats object and the decision log are the same
+    base, base_log = runs[1]
+    assert base.summary["workers"] == 1 and runs[2][0].summary["workers"] == 2
+    for workers in (2, 3):
+        result, log = runs[workers]
+        assert {k: v for k, v in result.summary.items() if k not in TIMING} == {
+            k: v for k, v in base.summary.items() if k not in TIMING
+        }
+        assert result.stats_object == base.stats_object
+        assert log == base_log
+
+
+def test_workers_must_be_at_least_one(capsys):
+    from dco_local.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["simulate", "--scenario", "retail", "--workers", "0"])
+    assert exc.value.code == 2 and "--workers" in capsys.readouterr().err
+    with pytest.raises(ScenarioError, match="--workers"):
+        simulate(scenario_from_dict(TINY), "dco", impressions=100, workers=0)

@@ -1313,7 +1313,7 @@ def _build_table(
     b = [trials[i] - successes[i] + pb for i in contenders]
     propensity = [0.0] * k
     if np is not None:
-        draws = np.asarray(rng.betas(np.broadcast_to(np.asarray(a), (pool, len(a))), np.broadcast_to(np.asarray(b), (pool, len(b)))))
+        draws = np.asarray(rng.betas(np.asarray(a), np.asarray(b), rows=pool))
         draws = draws.reshape(pool, len(a))
         local = draws.argmax(axis=1)
         t.winners = np.asarray(contenders, dtype=np.intp)[local].tolist()

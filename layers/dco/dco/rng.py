@@ -13,6 +13,14 @@ Two backends, each deterministic on its own:
   generator saves the state of the previous holder first if that holder is still alive, so a given seed yields
   the same sequence whatever happened before or in between. Not for sharing across threads (each thread has
   its own generator).
+  A decision mostly asks for a few scalars (a uniform per slot of an assembled creative, a bounded integer
+  per slot of a holdout decision), and handing the shared generator over costs more than the draws (the
+  state setter alone is a few microseconds). So a :class:`NumpyRng` starts detached: it keeps its 128-bit
+  PCG64 state (and PCG64's buffered 32-bit half) as Python ints and makes ``random()`` and ``integers(n)``
+  (``n < 2**32``) itself, bit for bit what numpy's PCG64 ``Generator`` gives (the same LCG step and XSL-RR
+  output, 53-bit doubles, Lemire's bounded integers on buffered 32-bit halves; tests/unit/test_rng.py compares
+  them). The first ``betas``, larger ``integers`` or ``generator`` call hands that state to the shared
+  generator, and from then on everything goes through numpy.
 * numpy absent (``--pure-python``, Pyodide without wheels): ``random.Random(seed)``.
 
 The two backends give different numbers for the same seed; that is expected and documented in docs/rotation.md.
@@ -39,8 +47,9 @@ class Rng(Protocol):
     def random(self) -> float:
         """A float uniform on [0, 1)."""
 
-    def betas(self, alpha: Any, beta: Any) -> Any:
-        """One Beta(alpha[i], beta[i]) sample per element (ndarray with numpy, list without)."""
+    def betas(self, alpha: Any, beta: Any, rows: int | None = None) -> Any:
+        """One Beta(alpha[i], beta[i]) sample per element (ndarray with numpy, list without); with ``rows``,
+        that many such rows (a ``rows x len(alpha)`` array, a list of lists without numpy)."""
 
     def integers(self, n: int) -> int:
         """An int uniform on [0, n)."""
@@ -57,18 +66,32 @@ def _splitmix64(x: int) -> tuple[int, int]:
 
 # A fixed odd PCG64 increment: seeds differ by their 128-bit starting state (SplitMix64-expanded).
 _PCG_INC = 0xDA3E39CB94B95BDB5851F42D4C957F2D
+# numpy's PCG64 (pcg64.h): the 128-bit LCG multiplier, and the scale of a 53-bit double.
+_PCG_MULT = 0x2360ED051FC65DA44385DF649FCCF645
+_M128 = (1 << 128) - 1
+_DOUBLE = 1.0 / 9007199254740992.0
+
+
+def _pcg_start(seed: int) -> int:
+    """The 128-bit PCG64 starting state derived from ``seed`` (any int; folded to 64 bits first)."""
+    x = (seed ^ (seed >> 64) ^ (seed >> 128)) & _M64 if seed >= 0 else (~seed * 0x9E3779B1) & _M64
+    x, hi = _splitmix64(x)
+    _, lo = _splitmix64(x)
+    return (hi << 64) | lo
 
 
 def _pcg_state(seed: int) -> dict[str, Any]:
     """The PCG64 state dict derived from ``seed`` (any int; folded to 64 bits first)."""
-    x = (seed ^ (seed >> 64) ^ (seed >> 128)) & _M64 if seed >= 0 else (~seed * 0x9E3779B1) & _M64
-    x, hi = _splitmix64(x)
-    _, lo = _splitmix64(x)
+    return _state_dict(_pcg_start(seed))
+
+
+def _state_dict(state: int, half: int = -1) -> dict[str, Any]:
+    """numpy's PCG64 state dict at 128-bit ``state``, with ``half`` in the 32-bit buffer (-1: empty)."""
     return {
         "bit_generator": "PCG64",
-        "state": {"state": (hi << 64) | lo, "inc": _PCG_INC},
-        "has_uint32": 0,
-        "uinteger": 0,
+        "state": {"state": state, "inc": _PCG_INC},
+        "has_uint32": int(half >= 0),
+        "uinteger": max(half, 0),
     }
 
 
@@ -88,14 +111,17 @@ _SHARED = _Shared()
 
 
 class NumpyRng:
-    """Numpy backend; see the module docstring for how the shared generator is handed over."""
+    """Numpy backend; see the module docstring for the detached start and how the shared generator is handed
+    over."""
 
-    __slots__ = ("_seed", "_saved", "__weakref__")
+    __slots__ = ("_seed", "_saved", "_state", "_half", "__weakref__")
 
     def __init__(self, seed: int) -> None:
         self._seed = seed
         self._saved: dict[str, Any] | None = None
-        self._take()
+        # detached: the PCG64 state stepped in Python (None: not drawn from yet); -1: handed to numpy for good
+        self._state: int | None = None
+        self._half = -1  # detached: PCG64's buffered upper 32 bits (has_uint32/uinteger), -1: none
 
     def _take(self) -> Any:
         shared = _SHARED
@@ -107,7 +133,14 @@ class NumpyRng:
         if owner is not self:
             if owner is not None:  # still alive: keep its place in its own sequence
                 owner._saved = gen.bit_generator.state
-            gen.bit_generator.state = self._saved if self._saved is not None else _pcg_state(self._seed)
+            state = self._state
+            if self._saved is not None:
+                gen.bit_generator.state = self._saved
+            elif state is None or state == -1:
+                gen.bit_generator.state = _pcg_state(self._seed)
+            else:  # detached until now: numpy goes on from where the Python steps got
+                gen.bit_generator.state = _state_dict(state, self._half)
+            self._state = -1
             self._saved = None
             shared.owner = weakref.ref(self)
         return gen
@@ -118,14 +151,58 @@ class NumpyRng:
         return self._take()
 
     def random(self) -> float:
-        return float(self._take().random())
+        state = self._state
+        if state == -1:
+            return float(self._take().random())
+        # numpy's PCG64 next_double, in Python: step the LCG, XSL-RR output, top 53 bits
+        state = ((_pcg_start(self._seed) if state is None else state) * _PCG_MULT + _PCG_INC) & _M128
+        self._state = state
+        high = state >> 64
+        x = (high ^ state) & _M64
+        rot = high >> 58
+        return ((((x >> rot) | (x << (64 - rot))) & _M64) >> 11) * _DOUBLE
 
-    def betas(self, alpha: Any, beta: Any) -> Any:
-        """``Generator.beta`` (measured: cheaper than a hand-made gamma ratio at a few dozen arms)."""
-        return self._take().beta(alpha, beta)
+    def betas(self, alpha: Any, beta: Any, rows: int | None = None) -> Any:
+        """``Generator.beta`` (measured: cheaper than a hand-made gamma ratio at a few dozen arms). ``rows`` asks
+        numpy for the ``(rows, k)`` shape itself: the same draws in the same order as broadcasting the
+        parameters to it, without checking the parameters ``rows`` times (about 20 us of a 256 x 6 table)."""
+        if rows is None:
+            return self._take().beta(alpha, beta)
+        return self._take().beta(alpha, beta, size=(rows, len(alpha)))
 
     def integers(self, n: int) -> int:
-        return int(self._take().integers(n))
+        state = self._state
+        if state == -1 or type(n) is not int or not 1 <= n <= 0xFFFFFFFF:
+            return int(self._take().integers(n))
+        # numpy's Generator.integers(n) for n < 2**32, in Python (random_bounded_uint64_fill): Lemire's
+        # multiply-and-reject on 32-bit draws, which come in pairs from one 64-bit output (the upper half kept)
+        if n == 1:
+            return 0  # numpy draws nothing for a range of one
+        if state is None:
+            self._state = _pcg_start(self._seed)
+        m = self._next32() * n
+        leftover = m & 0xFFFFFFFF
+        if leftover < n:
+            threshold = (0xFFFFFFFF - (n - 1)) % n
+            while leftover < threshold:
+                m = self._next32() * n
+                leftover = m & 0xFFFFFFFF
+        return m >> 32
+
+    def _next32(self) -> int:
+        """PCG64's next_uint32 on the detached state: the buffered upper half, else a new 64-bit output."""
+        half = self._half
+        if half >= 0:
+            self._half = -1
+            return half
+        state = (self._state * _PCG_MULT + _PCG_INC) & _M128  # type: ignore[operator]
+        self._state = state
+        high = state >> 64
+        x = (high ^ state) & _M64
+        rot = high >> 58
+        out = ((x >> rot) | (x << (64 - rot))) & _M64
+        self._half = out >> 32
+        return out & 0xFFFFFFFF
 
 
 class PureRng:
@@ -139,8 +216,10 @@ class PureRng:
     def random(self) -> float:
         return self._r.random()
 
-    def betas(self, alpha: Sequence[float], beta: Sequence[float]) -> list[float]:
+    def betas(self, alpha: Sequence[float], beta: Sequence[float], rows: int | None = None) -> Any:
         bv = self._r.betavariate
+        if rows is not None:
+            return [[bv(a, b) for a, b in zip(alpha, beta, strict=True)] for _ in range(rows)]
         return [bv(a, b) for a, b in zip(alpha, beta, strict=True)]
 
     def integers(self, n: int) -> int:
