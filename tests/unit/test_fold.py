@@ -206,8 +206,8 @@ def test_counter_rows_expand_time_buckets_kept_in_the_item() -> None:
     assert bucket_rows(image)[20002] == [4, 1, 1, Decimal("4.5")]
     assert counter_rows({**image, "pk": "c1#other:x"}) == []
     # AND a malformed bucket attribute is poison that names it; look-alike names are not buckets
-    for bad, name in (({"e20001c": Decimal("1.5")}, "e20001c"), ({"e20001v": "x"}, "value"),
-                      ({"e20001i": -1}, "e20001i")):
+    for bad, name in (({"e20001c": Decimal("1.5")}, "e20001c"), ({"e20001v": "x"}, "e20001v"),
+                      ({"e20001i": -1}, "e20001i"), ({"value": Decimal(-1)}, "'value'")):
         with pytest.raises(PoisonRecordError, match=name):
             counter_rows({**image, **bad})
     assert bucket_rows({**image, "e1x": 5, "eventual": 1, "e12": 3}).keys() == {20001, 20002}

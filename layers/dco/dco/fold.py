@@ -55,6 +55,7 @@ __all__ = [
     "counter_row",
     "counter_rows",
     "bucket_attribute",
+    "bucket_field",
     "bucket_rows",
     "stats_updates",
 ]
@@ -456,21 +457,6 @@ def aggregate(records: Iterable[EventRecord]) -> FoldBatch:
             counters[(fold.shard, fold.campaign, fold.key)] = fold
             if fold.bucketed:
                 fold.bucket_sums = {bucket: [count, 0, 0, _ZERO]}
-    elif runs is not None and len(runs) == 1 and runs[0][0] is not None and bucket is not None:
-        # a batch across midnight: a counter's steps up to the change are in the first bucket, the rest in this
-        (first, lengths), = runs
-        noted = len(lengths)
-        for index, fold in enumerate(born):
-            fold.sums[0] = count = len(fold.steps)
-            counters[(fold.shard, fold.campaign, fold.key)] = fold
-            if fold.bucketed:
-                before = lengths[index] if index < noted else 0
-                if not before:
-                    fold.bucket_sums = {bucket: [count, 0, 0, _ZERO]}
-                elif before == count:
-                    fold.bucket_sums = {first: [count, 0, 0, _ZERO]}
-                else:
-                    fold.bucket_sums = {first: [before, 0, 0, _ZERO], bucket: [count - before, 0, 0, _ZERO]}
     else:
         for index, fold in enumerate(born):
             fold.sums[0] = len(fold.steps)
@@ -658,6 +644,16 @@ def _count(image: Mapping[str, Any], name: str) -> int:
     return int(value)
 
 
+def _amount(image: Mapping[str, Any], name: str) -> Decimal:
+    """A counter's conversion value attribute (absent: 0); :class:`PoisonRecordError` names it when malformed."""
+    try:
+        return _decimal(image.get(name, 0) or 0)
+    except PoisonRecordError:
+        raise PoisonRecordError(
+            f"counter attribute {name!r} must be a finite non-negative number, got {image.get(name)!r}"
+        ) from None
+
+
 def counter_row(image: Mapping[str, Any]) -> tuple[str, str, str, list[Any]] | None:
     """``(campaign, section, key, [impressions, clicks, conversions, value])`` of a Counters item image (its
     all-time counts; :func:`counter_rows` adds its time buckets).
@@ -676,8 +672,7 @@ def counter_row(image: Mapping[str, Any]) -> tuple[str, str, str, list[Any]] | N
     for prefix, section in _PREFIX_TO_SECTION.items():
         if key.startswith(prefix) and len(key) > len(prefix):
             row = [_count(image, "impressions"), _count(image, "clicks"), _count(image, "conversions")]
-            value = _decimal(image.get("value", 0) or 0)
-            return campaign, section, key[len(prefix):], [*row, float(value)]
+            return campaign, section, key[len(prefix):], [*row, float(_amount(image, "value"))]
     return None
 
 
@@ -719,19 +714,28 @@ def bucket_rows(image: Mapping[str, Any]) -> dict[int, list[Any]]:
     {7: [4, 0, 1, Decimal('2.5')]}
     """
     out: dict[int, list[Any]] = {}
-    for name, value in image.items():
-        if not name.startswith("e"):
+    for name in image:
+        found = bucket_field(name)
+        if found is None:
             continue
-        match = _BUCKET_ATTRIBUTE.fullmatch(name)
-        if match is None:
-            continue
-        bucket = int(match.group(1))
+        bucket, index = found
         sums = out.get(bucket)
         if sums is None:
             sums = out[bucket] = [0, 0, 0, _ZERO]
-        index = BUCKET_FIELDS.index(match.group(2))
-        sums[index] = _decimal(value) if index == 3 else _count(image, name)
+        sums[index] = _amount(image, name) if index == 3 else _count(image, name)
     return out
+
+
+def bucket_field(name: str) -> tuple[int, int] | None:
+    """``(bucket, field index)`` of a time-bucket attribute name (:func:`bucket_attribute`), None for any other.
+
+    >>> bucket_field("e20001c"), bucket_field("impressions"), bucket_field("e12")
+    ((20001, 1), None, None)
+    """
+    if name[:1] != "e":
+        return None
+    match = _BUCKET_ATTRIBUTE.fullmatch(name)
+    return None if match is None else (int(match.group(1)), BUCKET_FIELDS.index(match.group(2)))
 
 
 def stats_updates(rows: Iterable[tuple[str, str, str, list[Any]]], *, now: int) -> dict[str, dict[str, Any]]:

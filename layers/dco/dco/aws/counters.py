@@ -41,13 +41,13 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from dco.fold import (
-    BUCKET_FIELDS,
     CounterFold,
     Delta,
     EventRecord,
     FoldBatch,
     PoisonRecordError,
     bucket_attribute,
+    bucket_field,
     parse_event,
 )
 from dco.learning import DEFAULT_PARAMS
@@ -377,10 +377,7 @@ class CounterStore:
 
 def _expired_buckets(item: Mapping[str, Any]) -> list[str]:
     """The time-bucket attributes of a (typed) item older than its newest ``KEEP_BUCKETS`` buckets."""
-    buckets: list[tuple[int, str]] = []
-    for attr in item:
-        if attr[:1] == "e" and attr[-1:] in BUCKET_FIELDS and attr[1:-1].isdigit() and attr.isascii():
-            buckets.append((int(attr[1:-1]), attr))
+    buckets = [(found[0], attr) for attr in item if (found := bucket_field(attr)) is not None]
     if not buckets:
         return []
     newest = max(bucket for bucket, _ in buckets)
