@@ -29,7 +29,7 @@ def test_counter_keys_without_time_are_unchanged_for_existing_callers():
     keys = counter_keys(arm="cr|h1.i2", creative="cr", variants=["headline=h1", "image=i2"],
                         context={"region": "pnw", "device": "mobile"})
     assert keys == [
-        "arm:cr|h1.i2", "arm:cr", "split:optimized", "arm:cr|h1.i2@region=pnw",
+        "arm:cr|h1.i2", "arm:cr", "split:optimized", "arm:cr|h1.i2@region=pnw", "arm:cr|h1.i2@region=pnw@device=mobile",
         "comp:cr|headline=h1", "comp:cr|headline=h1@device=mobile", "comp:cr|headline=h1@region=pnw",
         "comp:cr|image=i2", "comp:cr|image=i2@device=mobile", "comp:cr|image=i2@region=pnw",
     ]
@@ -398,3 +398,44 @@ def test_fits_follow_each_tables_combinations_whatever_was_seen_before():
     # THEN each fit has its table's positions (a combination of another width than the first key is left out)
     assert [sorted(p) for p in fit_two.positions] == [["x", "y"], ["p", "q"]]
     assert [sorted(p) for p in fit_three.positions] == [["x", "y"], ["p", "q"], ["a", "b"]]
+
+
+def test_device_cells_give_each_device_its_own_variant_effects():
+    # GIVEN cta p earns twice q on mobile and q twice p on desktop, headlines x and y are equal, and x was served
+    # mostly on mobile (next to p), y mostly on desktop (next to q) (counts x 5: a device effect is shrunk toward
+    # none with cell_strength = 50 pseudo-successes)
+    served = {  # (headline, cta, device): (impressions, clicks)
+        ("x", "p", "mobile"): (10000, 400), ("y", "p", "mobile"): (1000, 40), ("x", "q", "mobile"): (1000, 20),
+        ("y", "q", "mobile"): (200, 4), ("y", "q", "desktop"): (10000, 400), ("x", "q", "desktop"): (1000, 40),
+        ("y", "p", "desktop"): (1000, 20), ("x", "p", "desktop"): (200, 4),
+    }
+    arms: dict[str, list[float]] = {}
+    components: dict[str, list[float]] = {}
+    for (h, c, d), (n, s) in served.items():
+        for key, rows in ((f"cr|{h}.{c}@region=pnw", arms), (f"cr|{h}.{c}@region=pnw@device={d}", arms),
+                          (f"cr|headline={h}", components), (f"cr|headline={h}@region=pnw", components),
+                          (f"cr|headline={h}@device={d}", components), (f"cr|cta={c}", components),
+                          (f"cr|cta={c}@region=pnw", components), (f"cr|cta={c}@device={d}", components)):
+            row = rows.setdefault(key, [0, 0, 0, 0.0])
+            row[0] += 5 * n
+            row[1] += 5 * s
+    params = LearningParams(dims=("region", "device"))
+
+    def rates(stats, slot: str, variants: list[str], device: str) -> list[float]:
+        s, n = slot_counts(stats, "cr", slot, variants, {"geo.region": "pnw", "device.type": device}, "click", params)
+        return [a / b for a, b in zip(s, n, strict=True)]
+
+    stats = _table(components, arms=arms)
+    # WHEN the slots are scored per device from the region's fit of its device cells
+    p_m, q_m = rates(stats, "cta", ["p", "q"], "mobile")
+    p_d, q_d = rates(stats, "cta", ["p", "q"], "desktop")
+    x_m, y_m = rates(stats, "headline", ["x", "y"], "mobile")
+    # THEN each device gets its own CTA, and the headlines come out (nearly) equal
+    assert p_m / q_m > 1.6 and q_d / p_d > 1.6
+    assert x_m / y_m == pytest.approx(1.0, abs=0.15)
+    fit = learning._fits(stats, "cr", "click", params)["pnw"]
+    assert fit.main == 2 and set(fit.positions[fit.cells[1]]) == {"p@device=mobile", "p@device=desktop",
+                                                                   "q@device=mobile", "q@device=desktop"}
+    # without the cells (older folds: region counters only) the region's fit pools the devices
+    plain = _table(components, arms={k: v for k, v in arms.items() if "@device=" not in k})
+    assert learning._fits(plain, "cr", "click", params)["pnw"].cells == {}

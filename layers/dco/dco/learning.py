@@ -108,7 +108,30 @@ CONTEXT_DIMENSIONS: dict[str, str] = {"geo.region": "region", "device.type": "de
 # Context dimensions that arm (combination, product) counters are also split by: the AdTheme dimension of a
 # regional campaign; per-region combination reports and the per-combination baseline read them.
 ARM_CONTEXT_DIMENSIONS: tuple[str, ...] = ("region",)
+# Context dimensions that split the per-region combination counters once more (``arm:<arm>@region=<r>@device=<d>``,
+# no time bucket): the cells of the region's combination fit, which then carries a device x variant effect per
+# slot (:func:`_fits`). Without them a component whose effect differs by device (a CTA made for mobile) confounds
+# the region's fit: the variants of the other slots served next to it on one device take its credit or blame.
+ARM_CELL_DIMENSIONS: tuple[str, ...] = ("device",)
 BUCKET_SUFFIX = "#e"
+
+
+def cell_host(key: str) -> tuple[str, str] | None:
+    """``(host key, cell suffix)`` of a device-cell counter key, None for any other key. The fold stores a cell in
+    its host's item (docs/storage.md): the decision's device is constant, so the cell is a sub-counter of the
+    decision's per-region combination counter.
+
+    >>> cell_host("arm:cr|h1.c2@region=pnw@device=mobile"), cell_host("arm:cr|h1.c2@region=pnw")
+    (('arm:cr|h1.c2@region=pnw', '@device=mobile'), None)
+    """
+    if not key.startswith("arm:") or BUCKET_SUFFIX in key:
+        return None
+    head, sep, tail = key.rpartition("@")
+    if not sep or tail.partition("=")[0] not in ARM_CELL_DIMENSIONS:
+        return None
+    if head.rpartition("@")[2].partition("=")[0] not in ARM_CONTEXT_DIMENSIONS:
+        return None
+    return head, key[len(head):]
 
 
 @dataclass(frozen=True)
@@ -148,6 +171,7 @@ class LearningParams:
     arm_half_life_s: float = 86400.0
     pair_strength: float = 50.0
     lookahead_strength: float = 10.0
+    cell_strength: float = 50.0
 
 
 DEFAULT_PARAMS = LearningParams()
@@ -213,11 +237,14 @@ def arm_counter_keys(
         keys.append(f"arm:{creative}")
     keys.append("split:holdout" if holdout else "split:optimized")
     if not holdout and arm != creative:
+        cells = [f"@{dim}={value}" for dim, value in dims if dim in ARM_CELL_DIMENSIONS]
         for dim, value in dims:
             if dim in ARM_CONTEXT_DIMENSIONS:
                 keys.append(f"arm:{arm}@{dim}={value}")
                 if suffix is not None:
                     keys.append(f"arm:{arm}@{dim}={value}{suffix}")
+                for cell in cells:
+                    keys.append(f"arm:{arm}@{dim}={value}{cell}")
     return keys
 
 
@@ -400,12 +427,110 @@ def _value_drifted(
     if found is not None:
         return found  # type: ignore[no-any-return,unused-ignore]
     memo[key] = False
-    out = any(
-        _window_drifted(window, fit, slot_position, national, value, creative, objective, params, stats)
-        for window in _windows(stats, params)
-    )
+    combined = _combination_windows(stats, creative, objective, params, value) if fit.combos is not None else None
+    if combined is not None:
+        before, windows = combined
+        out = any(_combos_drifted(window, before, fit, slot_position, creative, params) for window in windows)
+    else:
+        out = any(
+            _window_drifted(window, fit, slot_position, national, value, creative, objective, params, stats)
+            for window in _windows(stats, params)
+        )
     memo[key] = out
     return out
+
+
+def _combination_windows(
+    stats: Any, creative: str, objective: str, params: LearningParams, value: str | None
+) -> tuple[tuple[Any, Any], list[tuple[Any, Any, Any]]] | None:
+    """The time-bucketed combination counters of one region (``arm:<combination>@region=<value>#e<b>``) in the
+    windows of :func:`_windows` (``recent_buckets`` buckets each, newest first, within the newest
+    ``arm_buckets``): per window ``(combination ids, impressions, successes)``, and before them, per combination
+    id, ``(impressions, successes)`` of the region's history older than the windows (the absolute counters less
+    the bucketed ones). None without them (numpy only)."""
+    if np is None or value is None:
+        return None
+    memo = _memo(stats)
+    marker = f"@{ARM_CONTEXT_DIMENSIONS[0]}="
+    both = memo.get(("learning.arm_rows", creative, marker))
+    reg = _COMBOS.get((creative, marker))
+    if both is None or reg is None or value not in reg.value_ids:
+        return None
+    key = ("learning.combination_windows", creative, objective, value, params.recent_buckets, params.arm_buckets)
+    found = memo.get(key)
+    if found is not None:
+        return found  # type: ignore[no-any-return,unused-ignore]
+    rows, codes = both
+    bucket_plus = codes & ((1 << _BUCKET_BITS) - 1)
+    values = (codes >> _BUCKET_BITS) & ((1 << _VALUE_BITS) - 1)
+    mine = (bucket_plus > 0) & (values == reg.value_ids[value])
+    if not mine.any():
+        memo[key] = None
+        return None
+    b = bucket_plus[mine] - 1
+    cid = (codes[mine] >> (_VALUE_BITS + _BUCKET_BITS)).astype(np.intp)
+    successes, trials = stats.counts_at(rows[mine], objective)
+    n = np.asarray(trials, dtype=float)
+    s = np.minimum(np.asarray(successes, dtype=float), n)
+    size = len(reg.ids)
+    whole = (bucket_plus == 0) & (values == reg.value_ids[value])
+    s_all, n_all = stats.counts_at(rows[whole], objective)
+    cid_all = (codes[whole] >> (_VALUE_BITS + _BUCKET_BITS)).astype(np.intp)
+    n_all = np.asarray(n_all, dtype=float)
+    n_before = np.bincount(cid_all, weights=n_all, minlength=size) - np.bincount(cid, weights=n, minlength=size)
+    s_before = (np.bincount(cid_all, weights=np.minimum(np.asarray(s_all, dtype=float), n_all), minlength=size)
+                - np.bincount(cid, weights=s, minlength=size))
+    before = (np.maximum(n_before, 0.0), np.maximum(s_before, 0.0))
+    newest = memo.get(("learning.decayed", params.half_life_s, params.bucket_s, params.buckets, params.change_z,
+                       params.recent_buckets, "newest"))
+    if newest is None:
+        newest = int(b.max())
+    width = max(1, params.recent_buckets)
+    count = max(1, -(-params.arm_buckets // width))
+    w = (newest - b) // width
+    out = []
+    for i in range(count):
+        sel = (w == i) & (n > 0)
+        if sel.any():
+            out.append((cid[sel], n[sel], s[sel]))
+    memo[key] = (before, out)
+    return memo[key]  # type: ignore[no-any-return,unused-ignore]
+
+
+def _combos_drifted(window: tuple[Any, Any, Any], before: tuple[Any, Any], fit: _Fit, slot_position: int,
+                    creative: str, params: LearningParams) -> bool:
+    """:func:`_value_drifted` for one window of combination counters: per variant of the slot, its clicks in
+    the window against what each combination it was served in earned before the windows (its own history,
+    shrunk toward the fit's rate for it with ``pair_strength`` pseudo-successes: a combination seen little
+    before is expected to earn what the fit says), times that combination's impressions in the window. The
+    partners are exact (the combinations served) and a combination's history carries its interactions and
+    the devices it is served on, so neither the partners' improvement over time, nor an interaction the
+    additive fit misses, nor a partner's device-specific effect trips it."""
+    assert np is not None
+    cid, n, s = window
+    n_before, s_before = before
+    fitted = fit.combos
+    seen = (cid < fitted.shape[0]) & (cid < n_before.shape[0])
+    cid, n, s = cid[seen], n[seen], s[seen]
+    known = fitted[cid] > 0
+    if not known.any():
+        return False
+    cid, n, s = cid[known], n[known], s[known]
+    a = max(params.pair_strength, 1.0)
+    rates = np.zeros(fitted.shape[0])
+    rates[cid] = (s_before[cid] + a) / (n_before[cid] + a / fitted[cid])
+    known = np.ones(cid.shape[0], dtype=bool)
+    reg_columns = _COMBOS[(creative, f"@{ARM_CONTEXT_DIMENSIONS[0]}=")].position_arrays()[1:]
+    if slot_position >= len(reg_columns):
+        return False
+    variant = reg_columns[slot_position][cid[known]]
+    size = int(variant.max()) + 1
+    clicks = np.bincount(variant, weights=s[known], minlength=size)
+    expected = np.bincount(variant, weights=n[known] * rates[cid[known]], minlength=size)
+    diff = clicks - expected
+    z2 = params.change_z * params.change_z
+    flagged = (diff * diff > z2 * np.maximum(expected, 1.0)) & (np.abs(diff) > params.change_ratio * expected)
+    return bool(flagged.any())
 
 
 def _windows(stats: Any, params: LearningParams) -> list[dict[str, list[float]]]:
@@ -467,9 +592,17 @@ def _window_drifted(
     # per position: [(impressions, clicks, fitted effect)] of its variants in the window
     seen: list[list[tuple[float, float, float]]] = []
     mix: list[float] = []
-    for q, known in enumerate(fit.positions):
+    for q in range(fit.main or len(fit.positions)):
+        known = fit.positions[q]
         eff = fit.effect[q]
         prior = national.effect[q] if q < len(national.effect) else {}
+        # a fit of device cells: each variant's effect times its device effects, weighted by its traffic on
+        # each device in the window (all regions: the component counters carry one context value each)
+        device: dict[str, list[tuple[str, float]]] = {}
+        if q in fit.cells:
+            for name_h, h in fit.effect[fit.cells[q]].items():
+                v, _, cell = name_h.partition("@")
+                device.setdefault(v, []).append((cell, h))
         rows = []
         for v in known.keys() | prior.keys():
             name = slots.get(v)
@@ -477,7 +610,13 @@ def _window_drifted(
                 continue
             r = recent.get(f"{creative}|{name}={v}@{dim}={value}")
             if r is not None and r[0] > 0:
-                rows.append((float(r[0]), float(r[col]), eff.get(v, prior.get(v, 1.0))))
+                e = eff.get(v, prior.get(v, 1.0))
+                if v in device:
+                    weights = [(float(recent.get(f"{creative}|{name}={v}@{cell}", (0.0,))[0]), h) for cell, h in device[v]]
+                    total = sum(w for w, _ in weights)
+                    if total > 0:
+                        e *= sum(w * h for w, h in weights) / total
+                rows.append((float(r[0]), float(r[col]), e))
         seen.append(rows)
         imps = sum(r[0] for r in rows)
         mix.append(sum(r[0] * r[2] for r in rows) / imps if imps > 0 else 1.0)
@@ -539,11 +678,16 @@ class _Fit:
     ``positions[p]`` maps a variant id to its row at position ``p`` of the combination key; ``shape[p][j]`` and
     ``rate[p][j]`` are the Gamma posterior of that variant's multiplicative effect (mean ``shape / rate``);
     ``ref[p]`` turns an effect into a click rate (the base rate times the average effect of the partners).
+    ``cells`` (a fit of device cells): slot position -> the position of its device x variant effects, whose
+    names are ``<variant>@<dim>=<value>``; the slot positions come first (``main`` of them).
     """
 
-    __slots__ = ("positions", "shape", "rate", "ref", "effect", "partner", "data", "pairs")
+    __slots__ = ("positions", "shape", "rate", "ref", "effect", "partner", "data", "pairs", "cells", "main", "combos")
 
     def __init__(self) -> None:
+        self.combos: Any = None  # (numpy path) per combination id of :class:`_Combos`: the fitted click rate
+        self.cells: dict[int, int] = {}
+        self.main = 0
         self.data: Any = None  # (index per position, impressions, successes, fitted successes) per row
         self.pairs: dict[tuple[Any, ...], Any] = {}  # pair tables, factors and look-aheads, by kind and positions
         self.positions: list[dict[str, int]] = []
@@ -560,6 +704,7 @@ def _fit_additive(
     k: float,
     sweeps: int,
     indexed: tuple[list[dict[str, int]], list[Any], Any, Any] | None = None,
+    strengths: Sequence[float] | None = None,
 ) -> _Fit:
     """Fit ``rate(combination) = mu * prod_p f_p[v_p]`` to ``(variant ids, impressions, successes)`` rows.
 
@@ -571,7 +716,8 @@ def _fit_additive(
     next to strong partners looks better than it is, one explored early next to random partners worse.
 
     ``indexed`` (numpy only, instead of ``rows``): the rows already laid out as ``(positions, index arrays per
-    position, impressions, successes)`` (:func:`_fits`).
+    position, impressions, successes)`` (:func:`_fits`). ``strengths`` (numpy only): the prior strength per
+    position instead of ``k``.
     """
     fit = _Fit()
     if indexed is not None:
@@ -611,18 +757,19 @@ def _fit_additive(
         mu = max(total_s, 0.5) / max(float(n_arr @ prod), 1.0)
         x_pos = [np.zeros(sizes[p]) for p in range(width)]
         ref = [1.0] * width
+        ks = list(strengths) if strengths is not None else [k] * width
         for _ in range(sweeps):
             for p in range(width):
                 partner = prod / f[p][idx[p]]
                 w = n_arr * partner
                 x_pos[p] = mu * np.bincount(idx[p], weights=w, minlength=sizes[p])
-                f[p] = (s_pos[p] + k * g_arr[p]) / (x_pos[p] + k)
+                f[p] = (s_pos[p] + ks[p] * g_arr[p]) / (x_pos[p] + ks[p])
                 prod = partner * f[p][idx[p]]
                 ref[p] = float(w.sum()) / max(float(n_arr.sum()), 1.0)
             mu = max(total_s, 0.5) / max(float(n_arr @ prod), 1.0)
         fit.data = (idx, n_arr, s_arr, n_arr * prod * mu)
-        fit.shape = [(s_pos[p] + k * g_arr[p]).tolist() for p in range(width)]
-        fit.rate = [(x_pos[p] + k).tolist() for p in range(width)]
+        fit.shape = [(s_pos[p] + ks[p] * g_arr[p]).tolist() for p in range(width)]
+        fit.rate = [(x_pos[p] + ks[p]).tolist() for p in range(width)]
         fit.ref = [mu * r for r in ref]
         fit.partner = list(ref)
     else:
@@ -662,6 +809,7 @@ def _fit_additive(
     fit.effect = [
         {v: fit.shape[p][j] / fit.rate[p][j] for v, j in fit.positions[p].items()} for p in range(width)
     ]
+    fit.main = width
     return fit
 
 
@@ -677,7 +825,7 @@ def _fits(
     """
     memo = _memo(stats)
     key = ("learning.fits", creative, objective, params.partner_strength, params.sweeps, params.national_prior,
-           recent, params.arm_buckets if recent else 0, params.arm_half_life_s, params.bucket_s)
+           recent, params.arm_buckets if recent else 0, params.arm_half_life_s, params.bucket_s, params.cell_strength)
     found = memo.get(key)
     if found is not None:
         return found  # type: ignore[no-any-return,unused-ignore]
@@ -721,6 +869,8 @@ def _fits(
     width = None
     for name, s, n, w in zip(names, successes, trials, weights, strict=True):
         combo, _, value = name[len(prefix):].partition(BUCKET_SUFFIX)[0].rpartition(marker)
+        if "@" in value:  # a device cell (ARM_CELL_DIMENSIONS): read by the numpy path only
+            continue
         parts = tuple(combo.split("."))
         if width is None:
             width = len(parts)
@@ -896,21 +1046,89 @@ def _fits_np(
             uniq, inv = np.unique(column[used], return_inverse=True)
             positions.append(dict(zip(reg.names_array[uniq].tolist(), range(len(uniq)), strict=True)))
             index.append(inv.reshape(-1))
-        return _fit_additive((), prior, k, params.sweeps, (positions, index, n_c[used], s_c[used]))
+        fit = _fit_additive((), prior, k, params.sweeps, (positions, index, n_c[used], s_c[used]))
+        fit.combos = _combo_rates(used, fit, size)
+        return fit
 
-    national = fit_of(np.bincount(cid, weights=n, minlength=size), np.bincount(cid, weights=s, minlength=size), None)
+    # a key's context value is a region ("pnw") or a device cell of one ("pnw@device=mobile", no time bucket)
+    cell_of = [value.partition("@") for value in reg.values]
+    is_cell = np.asarray([bool(sep) for _, sep, _ in cell_of], dtype=bool)
+    plain = ~is_cell[vals]
+    national = fit_of(np.bincount(cid[plain], weights=n[plain], minlength=size),
+                      np.bincount(cid[plain], weights=s[plain], minlength=size), None)
     if national is None:
         return out
     out[None] = national
     flat = vals * size + cid
     n_vc = np.bincount(flat, weights=n, minlength=size * len(reg.values)).reshape(-1, size)
     s_vc = np.bincount(flat, weights=s, minlength=size * len(reg.values)).reshape(-1, size)
-    for v in np.unique(vals).tolist():
+    cells: dict[str, list[int]] = {}
+    if not recent and params.cell_strength > 0:
+        for v in np.unique(vals[~plain]).tolist():
+            cells.setdefault(cell_of[v][0], []).append(v)
+    for v in np.unique(vals[plain]).tolist():
         value = reg.values[v]
-        fit = fit_of(n_vc[v], s_vc[v], national if params.national_prior else None)
+        fit = None
+        if value in cells:
+            fit = _cell_fit(reg, columns, cells[value], n_vc, s_vc, params)
+        if fit is None:
+            fit = fit_of(n_vc[v], s_vc[v], national if params.national_prior else None)
         if fit is not None:
             out[value] = fit
     return out
+
+
+def _cell_fit(reg: _Combos, columns: list[Any], cell_values: list[int], n_vc: Any, s_vc: Any,
+              params: LearningParams) -> _Fit | None:
+    """The fit of one region from its device cells: the rows are (combination, device), and every slot ``p``
+    has, besides its effect ``f_p[v]``, a device x variant effect ``h_p[d, v]`` (a position of its own, named
+    ``<v>@device=<d>``) with a Gamma prior of ``cell_strength`` pseudo-successes centred on 1: the slot's effect
+    is shared by the devices unless the data says otherwise, and the other slots' effects, the pair residuals
+    and the look-ahead are no longer confounded by one slot's device-specific effect."""
+    assert np is not None
+    size = n_vc.shape[1]
+    n_rows = np.concatenate([n_vc[v] for v in cell_values])
+    s_rows = np.concatenate([s_vc[v] for v in cell_values])
+    used = np.nonzero(n_rows > 0)[0]
+    if used.size == 0:
+        return None
+    cid = used % size
+    dev = used // size
+    names = [reg.values[v].partition("@")[2] for v in cell_values]
+    positions: list[dict[str, int]] = []
+    index: list[Any] = []
+    inverse: list[tuple[Any, Any]] = []
+    for column in columns:
+        uniq, inv = np.unique(column[cid], return_inverse=True)
+        inv = inv.reshape(-1)
+        positions.append(dict(zip(reg.names_array[uniq].tolist(), range(len(uniq)), strict=True)))
+        index.append(inv)
+        inverse.append((uniq, inv))
+    width = len(columns)
+    for uniq, inv in inverse:
+        code = dev * len(uniq) + inv
+        cu, ci = np.unique(code, return_inverse=True)
+        variant_names = reg.names_array[uniq[cu % len(uniq)]].tolist()
+        devices = (cu // len(uniq)).tolist()
+        positions.append({f"{v}@{names[d]}": j for j, (v, d) in enumerate(zip(variant_names, devices, strict=True))})
+        index.append(ci.reshape(-1))
+    strengths = [params.partner_strength] * width + [params.cell_strength] * width
+    fit = _fit_additive((), None, params.partner_strength, params.sweeps,
+                        (positions, index, n_rows[used], s_rows[used]), strengths)
+    fit.main = width
+    fit.cells = {p: width + p for p in range(width)}
+    fit.combos = _combo_rates(cid, fit, size)
+    return fit
+
+
+def _combo_rates(cid: Any, fit: _Fit, size: int) -> Any:
+    """The fit's click rate per combination id (rows of one combination pooled: its fitted successes over its
+    impressions, i.e. over the devices it was served on); 0 for a combination the fit has not seen."""
+    assert np is not None
+    _, n_rows, _, pred = fit.data
+    n_c = np.bincount(cid, weights=n_rows, minlength=size)
+    e_c = np.bincount(cid, weights=pred, minlength=size)
+    return np.divide(e_c, n_c, out=np.zeros(size), where=n_c > 0)
 
 
 def _pair_table(fit: _Fit, q: int, p: int) -> Any:
@@ -1040,7 +1258,9 @@ def _slot_base(
         other = {}
         if located is not None:
             for dv in rows_d:
-                if dv[0] not in ARM_CONTEXT_DIMENSIONS:
+                if dv[0] in ARM_CELL_DIMENSIONS and located[0].cells:  # the fit has the device x variant effects
+                    other[dv] = [0.0] * len(bases)
+                elif dv[0] not in ARM_CONTEXT_DIMENSIONS:
                     other[dv] = _context_shifts(stats, bases, dv, col, params)
         found = memo[mkey] = (located, overall, m_slot, rows_d, shift, other)
     return found
@@ -1060,7 +1280,8 @@ def _slot_pseudo(
     located, overall, m_slot, rows_d, shift, other = _slot_base(stats, creative, slot, variants, ctx, objective, params)
     col = 1 if objective == "click" else 2
     k = params.strength
-    adjusted = None if located is None else _partner_counts(located, variants, params, chosen)
+    cell = next((f"{d}={v}" for d, v in ctx if d in ARM_CELL_DIMENSIONS), None)
+    adjusted = None if located is None else _partner_counts(located, variants, params, chosen, cell)
     successes: list[float] = []
     trials: list[float] = []
     for i, row in enumerate(overall):
@@ -1179,9 +1400,13 @@ def _partner_counts(
     variants: Sequence[str],
     params: LearningParams,
     chosen: Sequence[str] = (),
+    cell: str | None = None,
 ) -> list[tuple[float, float]]:
     """Per variant ``(shape, rate)``: the partner-adjusted posterior of :func:`_locate_fit`'s fit as
     pseudo-successes and a click rate (a variant the fit never saw: the national effect, or 1, as prior).
+
+    ``cell`` (``"device=mobile"``): with a fit of device cells, the rate is multiplied by the variant's device
+    effect ``h[d, v]`` and the look-ahead compares completions in that device (``f_u h[d, u]``).
 
     ``chosen``: the variants already picked for other slots of the decision. Each moves the rate by the pair's
     residual under the additive fit, ``(S_uv + k2) / (E_uv + k2)`` (successes of the combinations holding both
@@ -1197,13 +1422,22 @@ def _partner_counts(
                 if ju is not None:
                     factors.append(_pair_factors(fit, q, p, k2)[ju])
                     break
+    if cell is None or not fit.cells:
+        cell = None
     ahead: list[list[float]] = []
     k3 = params.lookahead_strength
     if k3 > 0 and k2 > 0 and fit.data is not None:
         done = _done_positions(fit, chosen)
-        for q in range(len(fit.positions)):
+        for q in range(fit.main or len(fit.positions)):
             if q != p and q not in done and fit.effect[q]:
-                ahead.append(_lookahead(fit, p, q, k3))
+                ahead.append(_lookahead(fit, p, q, k3, cell))
+    device: dict[str, float] = {}
+    device_shape: list[float] = []
+    device_index: dict[str, int] = {}
+    if cell is not None and p in fit.cells:
+        device = fit.effect[fit.cells[p]]
+        device_shape = fit.shape[fit.cells[p]]
+        device_index = fit.positions[fit.cells[p]]
     known = fit.positions[p]
     prior = national.effect[p] if params.national_prior and fit is not national and p < len(national.effect) else {}
     k = params.partner_strength
@@ -1220,6 +1454,15 @@ def _partner_counts(
                 b *= row[j]
             for row in ahead:  # the best completion at a later slot, given v, against the best
                 b /= row[j]
+            if device:
+                name = f"{v}@{cell}"
+                b /= device.get(name, 1.0)
+                # the rate is f_v h[d, v]: two uncertain factors, their relative variances add (Gamma shapes)
+                jd = device_index.get(name)
+                a_h = device_shape[jd] if jd is not None else params.cell_strength
+                if a_h > 0:
+                    b *= 1.0 / (a * (1.0 / a + 1.0 / a_h))
+                    a = 1.0 / (1.0 / a + 1.0 / a_h)
         out.append((a, min(max(ref * a / b, 1e-9), 0.5)))
     return out
 
@@ -1237,14 +1480,19 @@ def _pair_factors(fit: _Fit, q: int, p: int, k2: float) -> list[list[float]]:
     return found
 
 
-def _lookahead(fit: _Fit, p: int, q: int, k3: float) -> list[float]:
+def _lookahead(fit: _Fit, p: int, q: int, k3: float, cell: str | None = None) -> list[float]:
     """Per variant at ``p``: its best completion at ``q`` against the best completion in general,
-    ``max_u f_u (S_vu + k3) / (E_vu + k3) / max_u f_u`` (:func:`_partner_counts`). Once per fit, pair and ``k3``."""
-    key = ("ahead", p, q, k3)
+    ``max_u f_u (S_vu + k3) / (E_vu + k3) / max_u f_u`` (:func:`_partner_counts`); with a device ``cell`` of a
+    fit of device cells, ``f_u`` times ``u``'s device effect there. Once per fit, pair, ``k3`` and cell."""
+    key = ("ahead", p, q, k3, cell)
     found = fit.pairs.get(key)
     if found is None:
         s_m, e_m = _pair_table(fit, p, q)
         eff_q = [fit.shape[q][j] / fit.rate[q][j] for j in range(len(fit.positions[q]))]
+        if cell is not None and q in fit.cells:
+            device = fit.effect[fit.cells[q]]
+            for u, j in fit.positions[q].items():
+                eff_q[j] *= device.get(f"{u}@{cell}", 1.0)
         best = max(eff_q)
         found = fit.pairs[key] = [
             max(f * (s + k3) / (e + k3) for f, s, e in zip(eff_q, s_row, e_row, strict=True)) / best
