@@ -18,7 +18,8 @@ import pytest
 from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import ClientError
 from dco.aws.counters import CounterStore, decode_stream
-from dco.fold import Delta, EventRecord, aggregate, bucket_rows, parse_event
+from dco.fold import Delta, EventRecord, aggregate, bucket_rows, cell_rows, parse_event
+from dco.learning import cell_host
 
 from tests.conftest import load_event
 from tests.functional.conftest import AwsResources, load_handler
@@ -31,14 +32,25 @@ SHARD = "shardId-00000001714550000000-0a1b2c3d"
 
 def item_counters(item: dict[str, Any]) -> dict[str, Delta]:
     """A counter item's counts as Deltas: its all-time counts under its pk, each time bucket it keeps under
-    ``<pk>#e<bucket>`` (the keys of learning.counter_keys; watermarks left out)."""
+    ``<pk>#e<bucket>`` and each device cell under ``<pk>@device=<d>`` (the keys of learning.counter_keys;
+    watermarks left out)."""
     pk = item["pk"]["S"]
     out = {pk: Delta(int(item["impressions"]["N"]), int(item["clicks"]["N"]), int(item["conversions"]["N"]),
                      Decimal(item["value"]["N"]))}
     plain = {name: TypeDeserializer().deserialize(value) for name, value in item.items()}
     for bucket, (i, c, n, v) in bucket_rows(plain).items():
         out[f"{pk}#e{bucket}"] = Delta(i, c, n, v)
+    for suffix, (i, c, n, v) in cell_rows(plain).items():
+        out[pk + suffix] = Delta(i, c, n, v)
     return out
+
+
+def item_of(pk: str) -> str:
+    """The item that holds counter ``<campaign>#<key>``: time buckets and device cells are attributes of the item of
+    their host key (docs/storage.md)."""
+    campaign, _, key = pk.partition("#")
+    host = cell_host(key)
+    return f"{campaign}#{host[0]}" if host else re.sub(r"#e\d+$", "", pk)
 
 
 def counters(aws: AwsResources) -> dict[str, Delta]:
@@ -54,7 +66,7 @@ def counters(aws: AwsResources) -> dict[str, Delta]:
 def campaign_counters(aws: AwsResources, records: list[EventRecord]) -> dict[str, Delta]:
     """The counters of the keys ``records`` touch (BatchGetItem: no scan of the whole table)."""
     out: dict[str, Delta] = {}
-    keys = sorted({re.sub(r"#e\d+$", "", k) for k in expected(records)})  # items: time buckets are attributes
+    keys = sorted({item_of(k) for k in expected(records)})
     for start in range(0, len(keys), 100):
         request = {aws.counters_table: {"Keys": [{"pk": {"S": k}} for k in keys[start:start + 100]],
                                         "ConsistentRead": True}}
@@ -73,7 +85,8 @@ def synthetic(
 ) -> list[EventRecord]:
     """``n`` events over a few arms, variants and contexts, spread over ``shards`` with increasing sequences.
 
-    ``small`` keeps the counters per event few (one slot, one context dimension), for the write-by-write tests.
+    ``small`` keeps the counters per event few (one slot), for the write-by-write tests. Every event has a region
+    and a device, so the combination counters carry device cells (attributes of their items).
     Event times straddle midnight, so the bucketed counters add to two time buckets.
     """
     rng = random.Random(seed)
@@ -81,9 +94,7 @@ def synthetic(
     for i in range(n):
         arm_n = rng.randrange(arms)
         kind = rng.choices(["imp", "click", "conv"], weights=[8, 2, 1])[0]
-        context = {"region": rng.choice(["pnw", "ne"])}
-        if not small:
-            context["device"] = rng.choice(["mobile", "desktop"])
+        context = {"region": rng.choice(["pnw", "ne"]), "device": rng.choice(["mobile", "desktop"])}
         image = {
             "campaign": campaign, "kind": kind, "arm": f"cr|h{arm_n}.i{arm_n % 2}", "creative": "cr",
             "variants": [f"headline=h{arm_n}"] if small else [f"headline=h{arm_n}", f"image=i{arm_n % 2}"],

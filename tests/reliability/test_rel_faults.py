@@ -40,7 +40,7 @@ from dco.aws.counters import CounterStore
 from dco.aws.stats_store import StatsStore, stats_key
 
 from tests.functional.conftest import AwsResources, LambdaContext, load_handler
-from tests.functional.test_fold import campaign_counters, deliver, expected, synthetic
+from tests.functional.test_fold import campaign_counters, deliver, expected, item_of, synthetic
 
 SHARD_A = "shardId-00000001714550000000-aaaa0000"
 SHARD_B = "shardId-00000001714553600000-bbbb0000"
@@ -72,7 +72,7 @@ def counter_stream(aws: AwsResources, seed: int, campaigns: list[str], chunk: in
     for start in range(0, len(events), chunk):
         part = events[start:start + chunk]
         assert deliver(store, part) == []
-        keys = sorted({re.sub(r"#e\d+$", "", k) for k in expected(part)})  # time buckets live in their items
+        keys = sorted({item_of(k) for k in expected(part)})  # time buckets and cells live in their items
         request = {aws.counters_table: {"Keys": [{"pk": {"S": k}} for k in keys], "ConsistentRead": True}}
         items = aws.dynamodb.batch_get_item(RequestItems=request)["Responses"][aws.counters_table]
         for item in sorted(items, key=lambda i: i["pk"]["S"]):
@@ -108,9 +108,10 @@ def arms_of_counters(aws: AwsResources, campaign: str) -> dict[str, list[Any]]:
                             int(item["conversions"]["N"]), float(item["value"]["N"])]
                 # time buckets are attributes e<bucket><i|c|n|v> (docs/storage.md); a field not stored is 0
                 for name, value in item.items():
-                    found = re.fullmatch(r"e(\d+)([icnv])", name)
-                    if found:
-                        row = out.setdefault(f"{key}#e{found[1]}", [0, 0, 0, 0.0])
+                    found = re.fullmatch(r"e(\d+)([icnv])", name) or re.fullmatch(r"(@[^:#]+):([icnv])", name)
+                    if found:  # and device cells <suffix>:<i|c|n|v>
+                        sub = f"{key}#e{found[1]}" if name[0] == "e" else key + found[1]
+                        row = out.setdefault(sub, [0, 0, 0, 0.0])
                         row["icnv".index(found[2])] = (float if found[2] == "v" else int)(value["N"])
     return out
 

@@ -125,8 +125,8 @@ def test_counter_fold_after_a_watermark() -> None:
     batch = aggregate([event(10), event(11, "click"), event(12), event(13, "conv", value=Decimal("2.5"))])
     fold = batch.counters[("s1", "c1", "arm:cr|h1.i2")]
     assert (fold.first, fold.last) == (sequence_key("10"), sequence_key("13"))
-    assert fold.after(sequence_key("9")) == Past(Delta(2, 1, 1, Decimal("2.5")), {}, sequence_key("13"), "10")
-    assert fold.after(sequence_key("11")) == Past(Delta(1, 0, 1, Decimal("2.5")), {}, sequence_key("13"), "12")
+    assert fold.after(sequence_key("9")) == Past(Delta(2, 1, 1, Decimal("2.5")), {}, sequence_key("13"), "10", {})
+    assert fold.after(sequence_key("11")) == Past(Delta(1, 0, 1, Decimal("2.5")), {}, sequence_key("13"), "12", {})
     assert fold.after(sequence_key("13")) is None
 
 
@@ -145,7 +145,7 @@ def test_counter_fold_after_a_watermark_splits_time_buckets() -> None:
     assert arm.buckets == {}
     # AND after() splits the steps past a watermark the same way
     assert comp.after(sequence_key("11")) == Past(
-        Delta(2, 0, 1, Decimal("2.5")), {4: Delta(1, 0, 1, Decimal("2.5"))}, sequence_key("14"), "12")
+        Delta(2, 0, 1, Decimal("2.5")), {4: Delta(1, 0, 1, Decimal("2.5"))}, sequence_key("14"), "12", {})
     assert arm.after(sequence_key("11")).buckets == {}
     # AND the batch's deltas are learning.counter_keys' counters, time buckets under their #e keys
     deltas = batch.deltas()

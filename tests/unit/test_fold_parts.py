@@ -2,7 +2,8 @@
 
 Every counter of :func:`dco.learning.counter_keys` of every record gets that record's step, in stream order,
 the sums of their deltas, and counters appear in the order they are first met (what CounterStore.apply walks);
-a time-bucketed key ``<key>#e<bucket>`` is not a counter of its own but bucket ``<bucket>`` of counter ``<key>``.
+a time-bucketed key ``<key>#e<bucket>`` is not a counter of its own but bucket ``<bucket>`` of counter ``<key>``,
+and a device cell (``learning.cell_host``) is folded like a counter but handed to its host counter's ``cells``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from decimal import Decimal
 
 import dco.fold as fold_module
 from dco.fold import CounterFold, EventRecord, aggregate
-from dco.learning import BUCKET_SUFFIX
+from dco.learning import BUCKET_SUFFIX, cell_host
 
 Reference = dict[tuple[str, str, str], tuple[list, list, dict[int, list], set]]
 
@@ -46,9 +47,18 @@ def _assert_plain(records: list[EventRecord]) -> None:
     watermark."""
     batch = aggregate(records)
     expected = _reference(records)
-    assert list(batch.counters) == list(expected)
+    assert list(batch.counters) == [ident for ident in expected if cell_host(ident[2]) is None]
     for ident, (steps, sums, buckets, timed) in expected.items():
-        fold: CounterFold = batch.counters[ident]
+        found = cell_host(ident[2])
+        if found is None:
+            fold: CounterFold = batch.counters[ident]
+            cells = {k[2][len(fold.key):]: v for k, v in expected.items()
+                     if k[:2] == ident[:2] and (cell_host(k[2]) or ("",))[0] == fold.key}
+            assert set(fold.cells or {}) == set(cells)
+        else:  # a device cell: in its host's item
+            fold = batch.counters[(*ident[:2], found[0])].cells[found[1]]  # type: ignore[index]
+            assert fold.cell == found[1] and not fold.bucketed and not fold.cells
+            cells = {}
         assert fold.sums == sums
         assert (fold.bucket_sums or {}) == buckets
         assert (fold.first, fold.last) == (steps[0][0], steps[-1][0])
@@ -59,8 +69,14 @@ def _assert_plain(records: list[EventRecord]) -> None:
         for key, _, delta, bucket in past:
             if key in timed:
                 want_buckets[bucket] = want_buckets.get(bucket, fold_module.Delta()) + delta
+        want_cells = {}
+        for suffix, (cell_steps, *_) in cells.items():
+            part = [d for k, _, d, _ in cell_steps if k > middle]
+            if part:
+                want_cells[suffix] = sum(part, start=fold_module.Delta())
         assert fold.after(middle) == (
-            (sum((d for _, _, d, _ in past), start=fold_module.Delta()), want_buckets, past[-1][0], past[0][1])
+            (sum((d for _, _, d, _ in past), start=fold_module.Delta()), want_buckets, past[-1][0], past[0][1],
+             want_cells)
             if past else None)
     assert batch.events == len(records)
     assert batch.created_at == max(r.created_at for r in records)
@@ -175,7 +191,8 @@ def test_hand_built_records_with_dict_or_unsorted_context_fold_like_parsed_ones(
     assert parsed.seq_key == as_dict.sequence_key == "5".zfill(40)
     keys = [list(aggregate([r]).counters) for r in (parsed, as_dict, unsorted)]
     assert sorted(keys[0]) == sorted(keys[1]) == sorted(keys[2])
-    assert [k for _, _, k in keys[0]] == [k for k in parsed.counter_keys() if "#e" not in k]
+    assert [k for _, _, k in keys[0]] == [k for k in parsed.counter_keys() if "#e" not in k and not cell_host(k)]
+    assert set(aggregate([parsed]).counters[("s", "c", "arm:cr|1@region=pnw")].cells or ()) == {"@device=mobile"}
     assert {k for r in (parsed, as_dict, unsorted) for (_, k) in aggregate([r]).deltas()} == set(parsed.counter_keys())
 
 

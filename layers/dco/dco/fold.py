@@ -39,7 +39,14 @@ from itertools import repeat
 from typing import Any, NamedTuple
 
 from dco.errors import DcoError
-from dco.learning import BUCKET_SUFFIX, DEFAULT_PARAMS, arm_counter_keys, counter_keys, variant_counter_keys
+from dco.learning import (
+    BUCKET_SUFFIX,
+    DEFAULT_PARAMS,
+    arm_counter_keys,
+    cell_host,
+    counter_keys,
+    variant_counter_keys,
+)
 
 __all__ = [
     "SEQUENCE_WIDTH",
@@ -57,6 +64,9 @@ __all__ = [
     "bucket_attribute",
     "bucket_field",
     "bucket_rows",
+    "cell_attribute",
+    "cell_field",
+    "cell_rows",
     "stats_updates",
 ]
 
@@ -69,6 +79,8 @@ _BUCKET_S = int((counter_keys.__kwdefaults__ or {}).get("bucket_s", DEFAULT_PARA
 # The fields of a time bucket kept in its counter's item: attribute ``e<bucket><letter>`` (docs/storage.md).
 BUCKET_FIELDS = ("i", "c", "n", "v")  # impressions, clicks, conversions, value
 _BUCKET_ATTRIBUTE = re.compile(r"e(\d{1,12})([icnv])")
+# A device cell kept in its host counter's item: attribute ``<cell suffix>:<letter>`` (``@device=mobile:c``).
+_CELL_ATTRIBUTE = re.compile(r"(@[^:#]+):([icnv])")
 _UNSET = object()  # no record seen yet
 _MAX_RUNS = 16  # bucket changes within a batch before aggregate sums steps per bucket instead
 
@@ -259,6 +271,7 @@ class Past(NamedTuple):
     buckets: dict[int, Delta]  # per time bucket (bucketed counters; empty otherwise)
     last: str  # their highest sequence key
     lowest: str  # their lowest raw sequence number
+    cells: dict[str, Delta]  # per device cell kept in this counter's item (empty for most counters)
 
 
 @dataclass(slots=True)
@@ -269,6 +282,11 @@ class CounterFold:
     bucket ``None`` for an event without a time); ``total`` is their sum; ``first``/``last`` are the lowest
     and highest sequence keys. ``bucketed`` counters (those :func:`dco.learning.counter_keys` gives
     ``#e<bucket>`` copies) also sum their steps per time bucket: ``bucket_sums``, set by :func:`aggregate`.
+
+    ``cell`` is the suffix of a device cell (:func:`dco.learning.cell_host`), which :func:`aggregate` folds
+    like any counter and then moves into its host's ``cells`` (suffix -> the cell's fold): a cell is written
+    as attributes of its host's item, in the host's write and under its watermark (docs/storage.md). Its steps
+    are a subset of the host's (the same records), so :meth:`after` splits both at one watermark.
     """
 
     shard: str
@@ -278,6 +296,8 @@ class CounterFold:
     sums: list[Any] = field(default_factory=lambda: [0, 0, 0, _ZERO])  # running total, mutable for speed
     bucketed: bool = False
     bucket_sums: dict[int, list[Any]] | None = None  # None: no time buckets in this batch
+    cell: str | None = None
+    cells: dict[str, CounterFold] | None = None
 
     @property
     def total(self) -> Delta:
@@ -288,6 +308,11 @@ class CounterFold:
     def buckets(self) -> dict[int, Delta]:
         """Time bucket -> the sum of its steps (empty for a counter without time buckets)."""
         return {bucket: Delta(*sums) for bucket, sums in (self.bucket_sums or {}).items()}
+
+    @property
+    def cell_totals(self) -> dict[str, Delta]:
+        """Device cell suffix -> the sum of its steps (empty for a counter that hosts no cells)."""
+        return {suffix: cell.total for suffix, cell in (self.cells or {}).items()}
 
     @property
     def pk(self) -> str:
@@ -319,7 +344,14 @@ class CounterFold:
                 last = key
                 if lowest is None:
                     lowest = raw
-        return None if lowest is None else Past(total, buckets, last, lowest)
+        if lowest is None:
+            return None
+        cells: dict[str, Delta] = {}
+        for suffix, cell in (self.cells or {}).items():
+            part = cell.after(watermark)
+            if part is not None:
+                cells[suffix] = part.delta
+        return Past(total, buckets, last, lowest, cells)
 
 
 @dataclass
@@ -345,6 +377,9 @@ class FoldBatch:
             out[key] = out.get(key, Delta()) + fold.total
             for bucket, delta in fold.buckets.items():
                 key = (fold.campaign, f"{fold.key}{BUCKET_SUFFIX}{bucket}")
+                out[key] = out.get(key, Delta()) + delta
+            for suffix, delta in fold.cell_totals.items():
+                key = (fold.campaign, fold.key + suffix)
                 out[key] = out.get(key, Delta()) + delta
         return out
 
@@ -482,6 +517,13 @@ def aggregate(records: Iterable[EventRecord]) -> FoldBatch:
         for fold in born:
             if fold.bucketed:
                 fold.bucket_sums = _sum_by_bucket(fold.steps)
+    for fold in born:  # device cells go into their host's item (the host is met first: same segment, before)
+        if fold.cell is not None:
+            del counters[(fold.shard, fold.campaign, fold.key)]
+            host = counters[(fold.shard, fold.campaign, fold.key[: -len(fold.cell)])]
+            if host.cells is None:
+                host.cells = {}
+            host.cells[fold.cell] = fold
     batch.events += events
     if created_at > batch.created_at:
         batch.created_at = created_at
@@ -523,11 +565,13 @@ def _sum_by_bucket(steps: list[tuple[str, str, Delta, int | None]]) -> dict[int,
 
 
 class Segment(NamedTuple):
-    """Counter keys that go together (a decision's arm counters, or one variant's component counters), and which
-    of them have time buckets (:func:`dco.learning.counter_keys` gives them ``#e<bucket>`` copies)."""
+    """Counter keys that go together (a decision's arm counters, or one variant's component counters), which
+    of them have time buckets (:func:`dco.learning.counter_keys` gives them ``#e<bucket>`` copies), and which
+    are device cells kept in another key's item (the cell suffix, :func:`dco.learning.cell_host`; else None)."""
 
     keys: tuple[str, ...]
     bucketed: tuple[bool, ...]
+    cells: tuple[str | None, ...]
 
 
 def _step_lists(
@@ -543,7 +587,10 @@ def _step_lists(
                 steps = steps_of.get(key)  # the same key earlier in this decision made it
                 if steps is None:
                     steps = steps_of[key] = []
-                    born.append(CounterFold(shard, campaign, key, steps, [0, 0, 0, _ZERO], segment.bucketed[index]))
+                    born.append(CounterFold(
+                        shard, campaign, key, steps, [0, 0, 0, _ZERO], segment.bucketed[index], None,
+                        segment.cells[index],
+                    ))
                 lists[index] = steps
     return lists
 
@@ -575,15 +622,20 @@ _FLAGS: dict[tuple[int, int], tuple[bool, ...]] = {}
 
 def _arm_segment(arm: str, creative: str, dims: tuple[tuple[str, str], ...], holdout: bool) -> Segment:
     """:func:`dco.learning.arm_counter_keys` as a :class:`Segment`: its first keys (arm, creative, split) have no
-    time buckets, the per-context ones after them do (test_fold_parts pins this to counter_keys)."""
+    time buckets, the per-region combination counters after them do, and their device cells have none (they
+    live in the combination counter's item). test_fold_parts pins this to counter_keys."""
     keys = tuple(arm_counter_keys(arm, creative, dims, holdout, None))
-    return tuple.__new__(Segment, (keys, _flags(3 if arm != creative else 2, len(keys))))  # no Python __new__
+    found = [cell_host(key) for key in keys]
+    cells = tuple(None if f is None else f[1] for f in found)
+    fixed = 3 if arm != creative else 2
+    flags = tuple(index >= fixed and cells[index] is None for index in range(len(keys)))
+    return tuple.__new__(Segment, (keys, flags, cells))  # no Python __new__
 
 
 def _variant_segment(creative: str, item: str, dims: tuple[tuple[str, str], ...]) -> Segment:
     """:func:`dco.learning.variant_counter_keys` as a :class:`Segment`: every component key has time buckets."""
     keys = tuple(variant_counter_keys(creative, item, dims, None))
-    return tuple.__new__(Segment, (keys, _flags(0, len(keys))))
+    return tuple.__new__(Segment, (keys, _flags(0, len(keys)), (None,) * len(keys)))
 
 
 def decision_segments(
@@ -603,8 +655,9 @@ def decision_segments(
     >>> decision_segments("cr|h1", "cr", ("headline=h1",), (("region", "pnw"),), False)
     ... # doctest: +NORMALIZE_WHITESPACE
     (Segment(keys=('arm:cr|h1', 'arm:cr', 'split:optimized', 'arm:cr|h1@region=pnw'),
-             bucketed=(False, False, False, True)),
-     Segment(keys=('comp:cr|headline=h1', 'comp:cr|headline=h1@region=pnw'), bucketed=(True, True)))
+             bucketed=(False, False, False, True), cells=(None, None, None, None)),
+     Segment(keys=('comp:cr|headline=h1', 'comp:cr|headline=h1@region=pnw'), bucketed=(True, True),
+             cells=(None, None)))
     """
     memo_key = (arm, creative, variants, context, holdout)
     segments = _decision_segments.get(memo_key)
@@ -678,8 +731,9 @@ def counter_row(image: Mapping[str, Any]) -> tuple[str, str, str, list[Any]] | N
 
 def counter_rows(image: Mapping[str, Any]) -> list[tuple[str, str, str, list[Any]]]:
     """Every stats row a Counters item image carries: :func:`counter_row`, then one ``<key>#e<bucket>`` row per
-    time bucket kept in the item (:func:`bucket_rows`), oldest bucket first. Empty for counters the stats
-    object does not carry; :class:`PoisonRecordError` for a malformed item.
+    time bucket kept in the item (:func:`bucket_rows`), oldest bucket first, then one ``<key>@<dim>=<value>``
+    row per device cell kept in it (:func:`cell_rows`). Empty for counters the stats object does not carry;
+    :class:`PoisonRecordError` for a malformed item.
 
     >>> counter_rows({"pk": "c1#comp:cr|h=1", "impressions": 5, "e20001i": 3, "e20001c": 1, "e20002i": 2})
     ... # doctest: +NORMALIZE_WHITESPACE
@@ -693,6 +747,51 @@ def counter_rows(image: Mapping[str, Any]) -> list[tuple[str, str, str, list[Any
     out = [row]
     for bucket, sums in sorted(bucket_rows(image).items()):
         out.append((campaign, section, f"{key}{BUCKET_SUFFIX}{bucket}", [*sums[:3], float(sums[3])]))
+    for suffix, sums in sorted(cell_rows(image).items()):
+        out.append((campaign, section, key + suffix, [*sums[:3], float(sums[3])]))
+    return out
+
+
+def cell_attribute(suffix: str, index: int) -> str:
+    """The item attribute of field ``index`` (0 impressions, 1 clicks, 2 conversions, 3 value) of a device cell
+    kept in its host's item (``suffix`` as :func:`dco.learning.cell_host` gives it).
+
+    >>> cell_attribute("@device=mobile", 1)
+    '@device=mobile:c'
+    """
+    return f"{suffix}:{BUCKET_FIELDS[index]}"
+
+
+def cell_field(name: str) -> tuple[str, int] | None:
+    """``(cell suffix, field index)`` of a device-cell attribute name (:func:`cell_attribute`), None for any other.
+
+    >>> cell_field("@device=mobile:c"), cell_field("clicks"), cell_field("@device=mobile")
+    (('@device=mobile', 1), None, None)
+    """
+    if name[:1] != "@":
+        return None
+    match = _CELL_ATTRIBUTE.fullmatch(name)
+    return None if match is None else (match.group(1), BUCKET_FIELDS.index(match.group(2)))
+
+
+def cell_rows(image: Mapping[str, Any]) -> dict[str, list[Any]]:
+    """Device cell suffix -> ``[impressions, clicks, conversions, value]`` (value a ``Decimal``) from a Counters
+    item's ``<suffix>:<i|c|n|v>`` attributes (a field not stored is 0). :class:`PoisonRecordError` names a
+    malformed one.
+
+    >>> cell_rows({"pk": "c#arm:a@region=pnw", "impressions": 9, "@device=mobile:i": 4, "@device=mobile:c": 1})
+    {'@device=mobile': [4, 1, 0, Decimal('0')]}
+    """
+    out: dict[str, list[Any]] = {}
+    for name in image:
+        found = cell_field(name)
+        if found is None:
+            continue
+        suffix, index = found
+        sums = out.get(suffix)
+        if sums is None:
+            sums = out[suffix] = [0, 0, 0, _ZERO]
+        sums[index] = _amount(image, name) if index == 3 else _count(image, name)
     return out
 
 

@@ -41,6 +41,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from dco.fold import (
+    BUCKET_FIELDS,
     CounterFold,
     Delta,
     EventRecord,
@@ -48,6 +49,7 @@ from dco.fold import (
     PoisonRecordError,
     bucket_attribute,
     bucket_field,
+    cell_attribute,
     parse_event,
 )
 from dco.learning import DEFAULT_PARAMS
@@ -248,6 +250,7 @@ class CounterStore:
             fold,
             fold.total,
             fold.buckets,
+            fold.cell_totals,
             _watermark_value(fold.last, created_at),
             "attribute_not_exists(#w) OR #w < :first",
             {":first": {"S": fold.first}},
@@ -265,14 +268,15 @@ class CounterStore:
             if past is None:
                 stats.skipped += 1
                 return
-            delta, buckets, last, _lowest = past
+            delta, buckets, last, _lowest, cells = past
             if current is None:
                 condition, values = "attribute_not_exists(#w)", {}
             else:
                 condition, values = "#w = :old", {":old": {"S": current}}
             stats.conflicts += 1
             old = self._update(
-                fold, delta, buckets, _watermark_value(last, created_at), condition, values, name, created_at, stats
+                fold, delta, buckets, cells, _watermark_value(last, created_at), condition, values, name, created_at,
+                stats,
             )
         if old is _APPLIED:
             stats.applied += 1
@@ -284,6 +288,7 @@ class CounterStore:
         fold: CounterFold,
         delta: Delta,
         buckets: Mapping[int, Delta],
+        cells: Mapping[str, Delta],
         watermark: str,
         condition: str,
         values: dict[str, Any],
@@ -293,8 +298,9 @@ class CounterStore:
     ) -> Any:
         """One conditional UpdateItem with throttling retries: ``_APPLIED`` or the item that failed the condition.
 
-        Adds ``delta`` to the all-time counts and each of ``buckets`` to its time bucket's attributes (the
-        fields that are not zero), in the same write as the watermark."""
+        Adds ``delta`` to the all-time counts, each of ``buckets`` to its time bucket's attributes and each of
+        ``cells`` to its device cell's attributes (the fields that are not zero), in the same write as the
+        watermark."""
         adds = "ADD #i :i, #c :c, #v :v, #x :x"
         names = {"#i": "impressions", "#c": "clicks", "#v": "conversions", "#x": "value", "#w": name}
         numbers = {
@@ -310,6 +316,13 @@ class CounterStore:
                     adds += f", #{attribute} :{attribute}"
                     names[f"#{attribute}"] = attribute
                     numbers[f":{attribute}"] = {"N": str(amount)}
+        for number, (suffix, part) in enumerate(cells.items()):  # a cell's name is free text: numbered placeholders
+            for index, amount in enumerate((part.impressions, part.clicks, part.conversions, part.value)):
+                if amount:
+                    placeholder = f"k{number}{BUCKET_FIELDS[index]}"
+                    adds += f", #{placeholder} :{placeholder}"
+                    names[f"#{placeholder}"] = cell_attribute(suffix, index)
+                    numbers[f":{placeholder}"] = {"N": str(amount)}
         request = {
             "TableName": self.table_name,
             "Key": {"pk": {"S": fold.pk}},
