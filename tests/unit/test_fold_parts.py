@@ -55,10 +55,12 @@ def _assert_plain(records: list[EventRecord]) -> None:
             cells = {k[2][len(fold.key):]: v for k, v in expected.items()
                      if k[:2] == ident[:2] and (cell_host(k[2]) or ("",))[0] == fold.key}
             assert set(fold.cells or {}) == set(cells)
-        else:  # a device cell: in its host's item
-            fold = batch.counters[(*ident[:2], found[0])].cells[found[1]]  # type: ignore[index]
-            assert fold.cell == found[1] and not fold.bucketed and not fold.cells
-            cells = {}
+        else:  # a device cell: steps (in no particular order) and sums in its host's item
+            host = batch.counters[(*ident[:2], found[0])]
+            assert sorted(host.cells[found[1]]) == steps  # type: ignore[index]
+            assert host.cell_sums[found[1]] == sums  # type: ignore[index]
+            assert not buckets
+            continue
         assert fold.sums == sums
         assert (fold.bucket_sums or {}) == buckets
         assert (fold.first, fold.last) == (steps[0][0], steps[-1][0])
@@ -129,7 +131,6 @@ def test_aggregate_by_parts_handles_unhashable_and_repeated_parts() -> None:
 
 
 def test_decision_segments_chain_to_counter_keys() -> None:
-    from itertools import chain
 
     from dco.fold import clear_key_memo, decision_segments
     from dco.learning import counter_keys
@@ -146,8 +147,9 @@ def test_decision_segments_chain_to_counter_keys() -> None:
         for _ in range(2):
             segments = decision_segments(record.arm, record.creative, record.variants, tuple(context),
                                          record.holdout)
-            # THEN chained they are exactly learning.counter_keys without a time, same order
-            keys = list(chain.from_iterable(s.keys for s in segments))
+            # THEN chained, each key followed by its device cells, they are exactly learning.counter_keys without
+            # a time, same order
+            keys = [k for s in segments for key in s.keys for k in (key, *(h + x for h, x in s.cells if h == key))]
             assert keys == counter_keys(
                 arm=record.arm, creative=record.creative, variants=record.variants, context=dict(context),
                 holdout=record.holdout)
@@ -156,6 +158,8 @@ def test_decision_segments_chain_to_counter_keys() -> None:
             for segment in segments:
                 for key, bucketed in zip(segment.keys, segment.bucketed, strict=True):
                     timed += [key, f"{key}#e{ts // 86400}"] if bucketed else [key]
+                    timed += [host + suffix for host, suffix in segment.cells if host == key]
+                assert all(cell_host(host + suffix) == (host, suffix) for host, suffix in segment.cells)
             assert timed == counter_keys(
                 arm=record.arm, creative=record.creative, variants=record.variants, context=dict(context),
                 holdout=record.holdout, now_s=ts)

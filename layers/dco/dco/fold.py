@@ -43,7 +43,7 @@ from dco.learning import (
     BUCKET_SUFFIX,
     DEFAULT_PARAMS,
     arm_counter_keys,
-    cell_host,
+    cell_suffixes,
     counter_keys,
     variant_counter_keys,
 )
@@ -283,10 +283,11 @@ class CounterFold:
     and highest sequence keys. ``bucketed`` counters (those :func:`dco.learning.counter_keys` gives
     ``#e<bucket>`` copies) also sum their steps per time bucket: ``bucket_sums``, set by :func:`aggregate`.
 
-    ``cell`` is the suffix of a device cell (:func:`dco.learning.cell_host`), which :func:`aggregate` folds
-    like any counter and then moves into its host's ``cells`` (suffix -> the cell's fold): a cell is written
-    as attributes of its host's item, in the host's write and under its watermark (docs/storage.md). Its steps
-    are a subset of the host's (the same records), so :meth:`after` splits both at one watermark.
+    ``cells`` (per-region combination counters): device cell suffix (:func:`dco.learning.cell_host`) -> its
+    steps, a subset of this counter's (the records of the decisions served on that device), in no particular
+    order (only their sums and a watermark filter are read); ``cell_sums`` their sums, set by
+    :func:`aggregate`. A cell is written as attributes of its host's item, in the host's write and under its
+    watermark (docs/storage.md), so :meth:`after` splits both at one watermark.
     """
 
     shard: str
@@ -296,8 +297,8 @@ class CounterFold:
     sums: list[Any] = field(default_factory=lambda: [0, 0, 0, _ZERO])  # running total, mutable for speed
     bucketed: bool = False
     bucket_sums: dict[int, list[Any]] | None = None  # None: no time buckets in this batch
-    cell: str | None = None
-    cells: dict[str, CounterFold] | None = None
+    cells: dict[str, list[tuple[str, str, Delta, int | None]]] | None = None
+    cell_sums: dict[str, list[Any]] | None = None
 
     @property
     def total(self) -> Delta:
@@ -312,7 +313,7 @@ class CounterFold:
     @property
     def cell_totals(self) -> dict[str, Delta]:
         """Device cell suffix -> the sum of its steps (empty for a counter that hosts no cells)."""
-        return {suffix: cell.total for suffix, cell in (self.cells or {}).items()}
+        return {suffix: Delta(*sums) for suffix, sums in (self.cell_sums or {}).items()}
 
     @property
     def pk(self) -> str:
@@ -347,10 +348,10 @@ class CounterFold:
         if lowest is None:
             return None
         cells: dict[str, Delta] = {}
-        for suffix, cell in (self.cells or {}).items():
-            part = cell.after(watermark)
-            if part is not None:
-                cells[suffix] = part.delta
+        for suffix, steps in (self.cells or {}).items():
+            for key, _, delta, _ in steps:
+                if key > watermark:
+                    cells[suffix] = cells.get(suffix, Delta()) + delta
         return Past(total, buckets, last, lowest, cells)
 
 
@@ -418,6 +419,8 @@ def aggregate(records: Iterable[EventRecord]) -> FoldBatch:
     # the step lists of their keys, resolved at its first record
     resolved: dict[tuple[Any, ...], tuple[tuple[Segment, ...], list[Any]]] = {}
     others: list[tuple[str, str, tuple[Segment, ...], int, Decimal]] = []  # clicks and conversions
+    # device cells: (shard, campaign, host key, suffix, the steps of one decision), one per decision and cell
+    cell_parts: list[tuple[str, str, str, str, list[Any]]] = []
     events = 0
     created_at = 0
     # Time buckets in runs: records in stream order change bucket rarely (at midnight), so at each change the
@@ -466,6 +469,10 @@ def aggregate(records: Iterable[EventRecord]) -> FoldBatch:
                 scope = scopes[(shard, campaign)] = ({}, {})
             segments = decision_segments(*decision[2:])
             lists = _step_lists(segments[0], scope[0], born, shard, campaign)
+            for host, suffix in segments[0].cells:  # a cell's steps: the decision's own list, merged at the end
+                mine: list[Any] = []
+                lists.append(mine)
+                cell_parts.append((shard, campaign, host, suffix, mine))
             shared = scope[1]
             for segment in segments[1:]:
                 # by identity: segments are memoized objects, and ``resolved`` keeps each one alive for the batch
@@ -517,17 +524,42 @@ def aggregate(records: Iterable[EventRecord]) -> FoldBatch:
         for fold in born:
             if fold.bucketed:
                 fold.bucket_sums = _sum_by_bucket(fold.steps)
-    for fold in born:  # device cells go into their host's item (the host is met first: same segment, before)
-        if fold.cell is not None:
-            del counters[(fold.shard, fold.campaign, fold.key)]
-            host = counters[(fold.shard, fold.campaign, fold.key[: -len(fold.cell)])]
-            if host.cells is None:
-                host.cells = {}
-            host.cells[fold.cell] = fold
+    if cell_parts:
+        _merge_cells(counters, cell_parts)
     batch.events += events
     if created_at > batch.created_at:
         batch.created_at = created_at
     return batch
+
+
+def _merge_cells(
+    counters: dict[tuple[str, str, str], CounterFold], parts: list[tuple[str, str, str, str, list[Any]]]
+) -> None:
+    """Hand each decision's device-cell steps to its host counter (``cells``), and sum them (``cell_sums``)."""
+    hosts = []
+    for shard, campaign, host, suffix, steps in parts:
+        fold = counters[(shard, campaign, host)]
+        cells = fold.cells
+        if cells is None:
+            fold.cells = {suffix: steps}
+            hosts.append(fold)
+        else:
+            found = cells.get(suffix)
+            if found is None:
+                cells[suffix] = steps
+            else:
+                found += steps
+    impression = _IMPRESSION
+    for fold in hosts:
+        fold.cell_sums = out = {}
+        for suffix, steps in fold.cells.items():  # type: ignore[union-attr]
+            sums = out[suffix] = [len(steps), 0, 0, _ZERO]
+            for _, _, delta, _ in steps:
+                if delta is not impression:
+                    sums[0] += delta.impressions - 1
+                    sums[1] += delta.clicks
+                    sums[2] += delta.conversions
+                    sums[3] += delta.value
 
 
 def _run_counts(runs: list[tuple[Any, list[int]]], index: int, bucket: Any, length: int) -> dict[int, list[Any]]:
@@ -566,12 +598,13 @@ def _sum_by_bucket(steps: list[tuple[str, str, Delta, int | None]]) -> dict[int,
 
 class Segment(NamedTuple):
     """Counter keys that go together (a decision's arm counters, or one variant's component counters), which
-    of them have time buckets (:func:`dco.learning.counter_keys` gives them ``#e<bucket>`` copies), and which
-    are device cells kept in another key's item (the cell suffix, :func:`dco.learning.cell_host`; else None)."""
+    of them have time buckets (:func:`dco.learning.counter_keys` gives them ``#e<bucket>`` copies), and the
+    device cells kept in their items: ``(host key, cell suffix)`` (:func:`dco.learning.cell_host`; the cell's
+    own key, host key + suffix, is not in ``keys``)."""
 
     keys: tuple[str, ...]
     bucketed: tuple[bool, ...]
-    cells: tuple[str | None, ...]
+    cells: tuple[tuple[str, str], ...]
 
 
 def _step_lists(
@@ -587,10 +620,7 @@ def _step_lists(
                 steps = steps_of.get(key)  # the same key earlier in this decision made it
                 if steps is None:
                     steps = steps_of[key] = []
-                    born.append(CounterFold(
-                        shard, campaign, key, steps, [0, 0, 0, _ZERO], segment.bucketed[index], None,
-                        segment.cells[index],
-                    ))
+                    born.append(CounterFold(shard, campaign, key, steps, [0, 0, 0, _ZERO], segment.bucketed[index]))
                 lists[index] = steps
     return lists
 
@@ -622,20 +652,23 @@ _FLAGS: dict[tuple[int, int], tuple[bool, ...]] = {}
 
 def _arm_segment(arm: str, creative: str, dims: tuple[tuple[str, str], ...], holdout: bool) -> Segment:
     """:func:`dco.learning.arm_counter_keys` as a :class:`Segment`: its first keys (arm, creative, split) have no
-    time buckets, the per-region combination counters after them do, and their device cells have none (they
-    live in the combination counter's item). test_fold_parts pins this to counter_keys."""
-    keys = tuple(arm_counter_keys(arm, creative, dims, holdout, None))
-    found = [cell_host(key) for key in keys]
-    cells = tuple(None if f is None else f[1] for f in found)
+    time buckets, the per-region combination counters after them do, and the device cells that follow each of
+    those are not keys of their own but ``(host, suffix)`` (they live in the host's item). test_fold_parts pins
+    this to counter_keys."""
+    keys = tuple(arm_counter_keys(arm, creative, dims, holdout, None, with_cells=False))
     fixed = 3 if arm != creative else 2
-    flags = tuple(index >= fixed and cells[index] is None for index in range(len(keys)))
-    return tuple.__new__(Segment, (keys, flags, cells))  # no Python __new__
+    cells: tuple[tuple[str, str], ...] = ()
+    if len(keys) > fixed:  # steered: each per-region key hosts the decision's cells
+        suffixes = cell_suffixes(dims)
+        if suffixes:
+            cells = tuple([(key, suffix) for key in keys[fixed:] for suffix in suffixes])
+    return tuple.__new__(Segment, (keys, _flags(fixed, len(keys)), cells))  # no Python __new__
 
 
 def _variant_segment(creative: str, item: str, dims: tuple[tuple[str, str], ...]) -> Segment:
     """:func:`dco.learning.variant_counter_keys` as a :class:`Segment`: every component key has time buckets."""
     keys = tuple(variant_counter_keys(creative, item, dims, None))
-    return tuple.__new__(Segment, (keys, _flags(0, len(keys)), (None,) * len(keys)))
+    return tuple.__new__(Segment, (keys, _flags(0, len(keys)), ()))
 
 
 def decision_segments(
@@ -647,17 +680,17 @@ def decision_segments(
 ) -> tuple[Segment, ...]:
     """The counters of one decision, in segments: :func:`dco.learning.arm_counter_keys`, then
     :func:`dco.learning.variant_counter_keys` per variant (one :class:`Segment` object per distinct variant and
-    context, shared by the decisions that served it). Chained, their keys are exactly
-    :func:`dco.learning.counter_keys` without a time (same keys, same order); a key flagged ``bucketed`` is
-    one that counter_keys with a time follows by its ``#e<bucket>`` copy. Memoized. ``context`` is the
+    context, shared by the decisions that served it). Chained, their keys, each followed by the device cells
+    it hosts, are exactly :func:`dco.learning.counter_keys` without a time (same keys, same order); a key
+    flagged ``bucketed`` is one that counter_keys with a time follows by its ``#e<bucket>`` copy (before its
+    cells). Memoized. ``context`` is the
     event's ``(dimension, value)`` pairs.
 
     >>> decision_segments("cr|h1", "cr", ("headline=h1",), (("region", "pnw"),), False)
     ... # doctest: +NORMALIZE_WHITESPACE
     (Segment(keys=('arm:cr|h1', 'arm:cr', 'split:optimized', 'arm:cr|h1@region=pnw'),
-             bucketed=(False, False, False, True), cells=(None, None, None, None)),
-     Segment(keys=('comp:cr|headline=h1', 'comp:cr|headline=h1@region=pnw'), bucketed=(True, True),
-             cells=(None, None)))
+             bucketed=(False, False, False, True), cells=()),
+     Segment(keys=('comp:cr|headline=h1', 'comp:cr|headline=h1@region=pnw'), bucketed=(True, True), cells=()))
     """
     memo_key = (arm, creative, variants, context, holdout)
     segments = _decision_segments.get(memo_key)

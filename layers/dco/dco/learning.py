@@ -116,6 +116,12 @@ ARM_CELL_DIMENSIONS: tuple[str, ...] = ("device",)
 BUCKET_SUFFIX = "#e"
 
 
+def cell_suffixes(dims: tuple[tuple[str, str], ...]) -> list[str]:
+    """The device cell suffixes (``@device=<d>``) that follow each per-region combination key of a steered
+    decision in context ``dims`` (:func:`arm_counter_keys`)."""
+    return [f"@{dim}={value}" for dim, value in dims if dim in ARM_CELL_DIMENSIONS]
+
+
 def cell_host(key: str) -> tuple[str, str] | None:
     """``(host key, cell suffix)`` of a device-cell counter key, None for any other key. The fold stores a cell in
     its host's item (docs/storage.md): the decision's device is constant, so the cell is a sub-counter of the
@@ -224,20 +230,27 @@ def counter_keys(
 
 
 def arm_counter_keys(
-    arm: str, creative: str, dims: tuple[tuple[str, str], ...], holdout: bool, suffix: str | None
+    arm: str,
+    creative: str,
+    dims: tuple[tuple[str, str], ...],
+    holdout: bool,
+    suffix: str | None,
+    with_cells: bool = True,
 ) -> list[str]:
     """The first part of :func:`counter_keys`: the arm, creative, split and per-region combination counters.
 
     ``dims`` is the event context as sorted ``(dimension, value)`` pairs; ``suffix`` the time bucket's key
     suffix (``#e<bucket>``) or None. The fold resolves this part once per decision and
     :func:`variant_counter_keys` once per (variant, context, bucket), which many decisions share.
+    ``with_cells=False`` leaves out the device cells (the fold adds them to their host's item:
+    :func:`cell_suffixes`).
     """
     keys = [f"arm:{arm}"]
     if arm != creative:
         keys.append(f"arm:{creative}")
     keys.append("split:holdout" if holdout else "split:optimized")
     if not holdout and arm != creative:
-        cells = [f"@{dim}={value}" for dim, value in dims if dim in ARM_CELL_DIMENSIONS]
+        cells = cell_suffixes(dims) if with_cells else ()
         for dim, value in dims:
             if dim in ARM_CONTEXT_DIMENSIONS:
                 keys.append(f"arm:{arm}@{dim}={value}")
