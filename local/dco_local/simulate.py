@@ -1002,7 +1002,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         scenario = load_scenario(args.scenario)
         # CLI flag -> LearningParams field (day-valued flags are converted to seconds)
         direct = ("strength", "change_z", "exploration", "partner_strength", "pair_strength", "lookahead_strength",
-                  "arm_buckets")
+                  "arm_buckets", "cell_strength")
         fields: dict[str, Any] = {name: getattr(args, name) for name in direct if getattr(args, name) is not None}
         for flag, name in (("half_life_days", "half_life_s"), ("arm_half_life_days", "arm_half_life_s")):
             if getattr(args, flag) is not None:
@@ -1060,6 +1060,8 @@ def add_parser(sub: Any) -> None:
                    help="prior strength of the pair residuals given the slots already chosen (0: off)")
     p.add_argument("--lookahead-strength", type=float, default=None,
                    help="prior strength of the pair residuals an earlier slot looks ahead with (0: off)")
+    p.add_argument("--cell-strength", type=float, default=None,
+                   help="prior strength of the device x variant effects of the combination fit (0: devices pooled)")
     p.add_argument("--arm-buckets", type=int, default=None,
                    help="time buckets of combination counters the short-memory fit reads after a change")
     p.add_argument("--arm-half-life-days", type=float, default=None,

@@ -78,6 +78,30 @@ def test_unknown_objective_rejected() -> None:
 def test_malformed_rows_rejected_naming_the_key(arms: dict, fragment: str) -> None:
     with pytest.raises(ValueError, match=fragment):
         StatsTable.from_object({"version": 1, "campaign": "c", "arms": {"ok": [1, 0, 0, 0], **arms}})
+    # AND the same in a big section (checked in bulk first), in either section, wherever the row sits
+    many = {f"arm-{i}": [i + 3, i % 3, i % 2, 0.5 * i] for i in range(500)}
+    for section in ("arms", "components"):
+        for bad_first in (True, False):
+            rows = {**arms, **many} if bad_first else {**many, **arms}
+            with pytest.raises(ValueError, match=f"stats {section}.*{fragment}"):
+                StatsTable.from_object({"version": 1, "campaign": "c", section: rows})
+
+
+def test_bulk_checked_sections_keep_every_row_as_a_copy() -> None:
+    # GIVEN a big section of valid rows (lists and tuples, ints and whole floats, a huge int, fractional values)
+    rows: dict = {f"k{i}": [i, i // 2, 0, i / 7] for i in range(300)}
+    rows["tuple"] = (4, 1.0, 0, 2.5)
+    rows["huge"] = [10**400, 0, 0, 0]  # not a float: checked row by row, still valid
+    obj = {"version": 1, "campaign": "c", "arms": rows, "components": dict(rows)}
+    # WHEN validated
+    out = validate_stats(obj)
+    # THEN every row comes back equal, as a new list (the input is never aliased)
+    for section in ("arms", "components"):
+        assert out[section] == {k: list(v) for k, v in rows.items()}
+        assert all(out[section][k] is not rows[k] and isinstance(out[section][k], list) for k in rows)
+    # AND a table over it reads the counts
+    table = StatsTable.from_object({**obj, "arms": {k: v for k, v in rows.items() if k != "huge"}})
+    assert table.get("k10") == ArmStats(10, 5, 0, 10 / 7) and table.get("tuple") == ArmStats(4, 1, 0, 2.5)
 
 
 @pytest.mark.parametrize(
