@@ -13,6 +13,9 @@ from dco.fold import (
     PoisonRecordError,
     aggregate,
     bucket_rows,
+    cell_attribute,
+    cell_field,
+    cell_rows,
     counter_row,
     counter_rows,
     parse_event,
@@ -20,7 +23,7 @@ from dco.fold import (
     sequence_key,
     stats_updates,
 )
-from dco.learning import counter_keys
+from dco.learning import cell_host, counter_keys
 
 IMAGE = {
     "campaign": "c1",
@@ -211,6 +214,53 @@ def test_counter_rows_expand_time_buckets_kept_in_the_item() -> None:
         with pytest.raises(PoisonRecordError, match=name):
             counter_rows({**image, **bad})
     assert bucket_rows({**image, "e1x": 5, "eventual": 1, "e12": 3}).keys() == {20001, 20002}
+
+
+def test_counter_rows_expand_device_cells_kept_in_the_item() -> None:
+    # GIVEN a per-region combination item with a day bucket and two device cells (fields not stored are 0)
+    image = {"pk": "c1#arm:cr|h1.i2@region=pnw", "impressions": Decimal(10), "clicks": Decimal(2),
+             "seq_s1": "x", "e20001i": Decimal(10), "e20001c": Decimal(2),
+             "@device=mobile:i": Decimal(7), "@device=mobile:c": Decimal(2), "@device=desktop:i": Decimal(3),
+             "@device=desktop:n": Decimal(1), "@device=desktop:v": Decimal("9.5")}
+    # THEN its rows are the all-time row, the bucket row and one @device=<d> row per cell (learning's keys)
+    rows = counter_rows(image)
+    assert rows == [
+        ("c1", "arms", "cr|h1.i2@region=pnw", [10, 2, 0, 0.0]),
+        ("c1", "arms", "cr|h1.i2@region=pnw#e20001", [10, 2, 0, 0.0]),
+        ("c1", "arms", "cr|h1.i2@region=pnw@device=desktop", [3, 0, 1, 9.5]),
+        ("c1", "arms", "cr|h1.i2@region=pnw@device=mobile", [7, 2, 0, 0.0]),
+    ]
+    assert all(cell_host(f"arm:{key}") == (f"arm:{rows[0][2]}", key[len(rows[0][2]):]) for _, _, key, _ in rows[2:])
+    assert cell_rows(image)["@device=mobile"] == [7, 2, 0, Decimal(0)]
+    assert cell_attribute("@device=mobile", 3) == "@device=mobile:v"
+    assert cell_field("@device=mobile:v") == ("@device=mobile", 3)
+    # AND a malformed cell attribute is poison that names it; look-alike names are not cells
+    for bad, name in (({"@device=mobile:c": Decimal("1.5")}, "@device=mobile:c"),
+                      ({"@device=tv:v": "x"}, "@device=tv:v"), ({"@device=tv:i": -1}, "@device=tv:i")):
+        with pytest.raises(PoisonRecordError, match=name):
+            counter_rows({**image, **bad})
+    assert cell_rows({**image, "@device=tv": 5, "@device=tv:x": 1, "device=tv:i": 3}).keys() == {
+        "@device=mobile", "@device=desktop"}
+
+
+def test_cells_ride_in_their_host_and_split_at_its_watermark() -> None:
+    # GIVEN one combination served on mobile (10, 11: click) and on desktop (12, 13), and a record without device
+    records = [event(10, context={"region": "pnw", "device": "mobile"}),
+               event(11, "click", context={"region": "pnw", "device": "mobile"}),
+               event(12, context={"region": "pnw", "device": "desktop"}),
+               event(13, "conv", value=Decimal("2.5"), context={"region": "pnw", "device": "desktop"}),
+               event(14, context={"region": "pnw"})]
+    batch = aggregate(records)
+    host = batch.counters[("s1", "c1", "arm:cr|h1.i2@region=pnw")]
+    # THEN the cells are not counters of their own (no write of their own) but sums in their host
+    assert not any("@device=" in key and key.startswith("arm:") for _, _, key in batch.counters)
+    assert host.total == Delta(3, 1, 1, Decimal("2.5"))
+    assert host.cell_totals == {"@device=mobile": Delta(1, 1), "@device=desktop": Delta(1, 0, 1, Decimal("2.5"))}
+    # AND after() splits them at the host's watermark
+    assert host.after(sequence_key("11")).cells == {"@device=desktop": Delta(1, 0, 1, Decimal("2.5"))}
+    assert host.after(sequence_key("13")).cells == {}
+    # AND the batch's deltas name them with learning.counter_keys' keys
+    assert {k for _, k in batch.deltas()} == {k for r in records for k in r.counter_keys()}
 
 
 def test_stats_updates_keep_the_newest_image_per_counter() -> None:

@@ -80,7 +80,7 @@ _BUCKET_S = int((counter_keys.__kwdefaults__ or {}).get("bucket_s", DEFAULT_PARA
 BUCKET_FIELDS = ("i", "c", "n", "v")  # impressions, clicks, conversions, value
 _BUCKET_ATTRIBUTE = re.compile(r"e(\d{1,12})([icnv])")
 # A device cell kept in its host counter's item: attribute ``<cell suffix>:<letter>`` (``@device=mobile:c``).
-_CELL_ATTRIBUTE = re.compile(r"(@[^:#]+):([icnv])")
+_CELL_ATTRIBUTE = re.compile(r"(@.+):([icnv])")
 _UNSET = object()  # no record seen yet
 _MAX_RUNS = 16  # bucket changes within a batch before aggregate sums steps per bucket instead
 
