@@ -815,17 +815,7 @@ def cell_rows(image: Mapping[str, Any]) -> dict[str, list[Any]]:
     >>> cell_rows({"pk": "c#arm:a@region=pnw", "impressions": 9, "@device=mobile:i": 4, "@device=mobile:c": 1})
     {'@device=mobile': [4, 1, 0, Decimal('0')]}
     """
-    out: dict[str, list[Any]] = {}
-    for name in image:
-        found = cell_field(name)
-        if found is None:
-            continue
-        suffix, index = found
-        sums = out.get(suffix)
-        if sums is None:
-            sums = out[suffix] = [0, 0, 0, _ZERO]
-        sums[index] = _amount(image, name) if index == 3 else _count(image, name)
-    return out
+    return _sub_rows(image, cell_field)
 
 
 def bucket_attribute(bucket: int, index: int) -> str:
@@ -845,15 +835,21 @@ def bucket_rows(image: Mapping[str, Any]) -> dict[int, list[Any]]:
     >>> bucket_rows({"pk": "c#comp:x", "impressions": 9, "e7i": Decimal(4), "e7n": 1, "e7v": Decimal("2.5")})
     {7: [4, 0, 1, Decimal('2.5')]}
     """
-    out: dict[int, list[Any]] = {}
+    return _sub_rows(image, bucket_field)
+
+
+def _sub_rows(image: Mapping[str, Any], parse: Any) -> dict[Any, list[Any]]:
+    """Sub-counter -> ``[impressions, clicks, conversions, value]`` from the attributes ``parse`` names
+    (``(sub-counter, field index)`` or None): :func:`bucket_rows`, :func:`cell_rows`."""
+    out: dict[Any, list[Any]] = {}
     for name in image:
-        found = bucket_field(name)
+        found = parse(name)
         if found is None:
             continue
-        bucket, index = found
-        sums = out.get(bucket)
+        sub, index = found
+        sums = out.get(sub)
         if sums is None:
-            sums = out[bucket] = [0, 0, 0, _ZERO]
+            sums = out[sub] = [0, 0, 0, _ZERO]
         sums[index] = _amount(image, name) if index == 3 else _count(image, name)
     return out
 
