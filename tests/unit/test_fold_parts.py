@@ -3,7 +3,8 @@
 Every counter of :func:`dco.learning.counter_keys` of every record gets that record's step, in stream order,
 the sums of their deltas, and counters appear in the order they are first met (what CounterStore.apply walks);
 a time-bucketed key ``<key>#e<bucket>`` is not a counter of its own but bucket ``<bucket>`` of counter ``<key>``,
-and a device cell (``learning.cell_host``) is folded like a counter but handed to its host counter's ``cells``.
+and a device cell (``learning.cell_host``) is not a counter either: its steps and sums are kept in its host counter
+(``cells``, ``cell_sums``), in no particular order.
 """
 
 from __future__ import annotations

@@ -6,8 +6,9 @@ One item per counter (``pk`` = ``<campaign>#<counter key>``, docs/storage.md) ho
 ``LearningParams.buckets`` are kept) and, per stream shard, a watermark ``seq_<shard>`` = the highest sequence
 number of that shard already added to this item, stored as ``"<40-digit zero-padded sequence>@<unix seconds>"``
 (a string: sequence numbers have up to 40 digits, DynamoDB numbers only 38 significant ones; zero padding makes
-string order numeric order; the time lets stale watermarks of closed shards be pruned). The watermark covers
-the item's time buckets too: they are added in the same write.
+string order numeric order; the time lets stale watermarks of closed shards be pruned). A per-region combination
+counter also keeps its device cells (``@device=<d>:i`` and so on: :func:`dco.fold.cell_attribute`). The watermark
+covers the item's time buckets and cells too: they are added in the same write.
 
 Per counter of a batch (docs/fold.md has the proof sketch):
 
@@ -33,6 +34,7 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
+from itertools import chain
 from threading import Lock
 from typing import Any
 
@@ -309,19 +311,16 @@ class CounterStore:
             ":v": {"N": str(delta.conversions)},
             ":x": {"N": str(delta.value)},
         }
-        for bucket, part in buckets.items():
+        # sub-counters kept in the item: time buckets and device cells (a cell's name is free text, so every
+        # attribute gets a numbered placeholder)
+        subs = chain(((bucket_attribute, b, part) for b, part in buckets.items()),
+                     ((cell_attribute, c, part) for c, part in cells.items()))
+        for number, (attribute, sub, part) in enumerate(subs):
             for index, amount in enumerate((part.impressions, part.clicks, part.conversions, part.value)):
                 if amount:
-                    attribute = bucket_attribute(bucket, index)
-                    adds += f", #{attribute} :{attribute}"
-                    names[f"#{attribute}"] = attribute
-                    numbers[f":{attribute}"] = {"N": str(amount)}
-        for number, (suffix, part) in enumerate(cells.items()):  # a cell's name is free text: numbered placeholders
-            for index, amount in enumerate((part.impressions, part.clicks, part.conversions, part.value)):
-                if amount:
-                    placeholder = f"k{number}{BUCKET_FIELDS[index]}"
+                    placeholder = f"s{number}{BUCKET_FIELDS[index]}"
                     adds += f", #{placeholder} :{placeholder}"
-                    names[f"#{placeholder}"] = cell_attribute(suffix, index)
+                    names[f"#{placeholder}"] = attribute(sub, index)
                     numbers[f":{placeholder}"] = {"N": str(amount)}
         request = {
             "TableName": self.table_name,

@@ -62,8 +62,9 @@ def decode_counters(
 ) -> tuple[list[tuple[str, tuple[str, str, str, list[Any]]]], list[tuple[str, str]]]:
     """Decode a Counters stream event into ``([(sequence, row)], poison)``.
 
-    The rows are :func:`dco.fold.counter_rows` of each NEW_IMAGE (its all-time counts and one row per time
-    bucket it keeps); counters the stats object does not carry are dropped; ``poison`` lists ``(sequence number, reason)`` of malformed records.
+    The rows are :func:`dco.fold.counter_rows` of each NEW_IMAGE (its all-time counts, one row per time bucket
+    and one per device cell it keeps); counters the stats object does not carry are dropped; ``poison`` lists
+    ``(sequence number, reason)`` of malformed records.
     """
     rows: list[tuple[str, tuple[str, str, str, list[Any]]]] = []
     poison: list[tuple[str, str]] = []
