@@ -211,7 +211,9 @@ def counter_keys(
     but not into component or per-context arm counters: the optimizer learns from the traffic it steers, and
     the holdout's uniform traffic stays a clean control group. ``now_s`` (the event's unix time) adds the
     time-bucketed component counters and one time-bucketed per-region combination counter that the drift
-    handling reads; without it none are emitted.
+    handling reads; without it none are emitted. A steered event with a device also counts its per-region
+    combination within that device (``...@region=<r>@device=<d>``, the cells of the region's fit; no time
+    bucket).
 
     >>> counter_keys(arm="cr|h1.i2", creative="cr", variants=["headline=h1"], context={"region": "pnw"},
     ...              now_s=86400 * 3)
