@@ -157,7 +157,7 @@ def build_report(
             continue
         if ctx:
             dim, _, value = ctx.partition("=")
-            if dim == "region" and "@" not in value:  # not a device cell (region@device=...)
+            if dim == "region" and "@" not in value and "#" not in value:  # not a device cell or time bucket
                 by_region[value][arm] = [float(x) for x in row]
         else:
             overall[arm] = [float(x) for x in row]

@@ -19,13 +19,16 @@ def _expit(x: float) -> float:
     return 1 / (1 + math.exp(-x))
 
 
+needs_numpy = pytest.mark.skipif(learning.np is None, reason="the combination windows and cell fits need numpy")
+
+
 def _table(components: dict[str, list[float]], arms: dict[str, list[float]] | None = None, updated_at: int = 0):
     return StatsTable.from_object(
         {"version": 1, "campaign": "c", "updated_at": updated_at, "arms": arms or {}, "components": components}
     )
 
 
-def test_counter_keys_without_time_are_unchanged_for_existing_callers():
+def test_counter_keys_without_time_name_the_event_context_and_the_device_cell():
     keys = counter_keys(arm="cr|h1.i2", creative="cr", variants=["headline=h1", "image=i2"],
                         context={"region": "pnw", "device": "mobile"})
     assert keys == [
@@ -447,3 +450,40 @@ def test_device_cells_give_each_device_its_own_variant_effects():
                                                                    "q@device=mobile", "q@device=desktop"}
     # without the cells (older folds: region counters only) the region's fit pools the devices
     assert learning._fits(plain, "cr", "click", params)["pnw"].cells == {}
+
+
+@needs_numpy
+def test_combination_drift_baseline_is_the_history_before_the_windows():
+    # GIVEN the drift fixture: absolute counters, bucket 5 (the newest) and bucket 1, kept by the stats object
+    # but outside the newest arm_buckets = 4 (so inside no window)
+    stats = _drift_stats()
+    params = LearningParams(dims=("region",), arm_buckets=4)
+    learning._fits(stats, "cr", "click", params)  # registers the combinations and their rows
+    found = learning._combination_windows(stats, "cr", "click", params, "pnw")
+    assert found is not None
+    (n_before, s_before), windows = found
+    reg = learning._COMBOS[("cr", "@region=")]
+    x, y = reg.ids["cr|x.p"], reg.ids["cr|y.p"]
+    # THEN the baseline is the absolute counts less the windows' buckets only: bucket 1 is history too
+    assert (n_before[x], s_before[x]) == (19000, 890)
+    assert (n_before[y], s_before[y]) == (19000, 370)
+    # AND the one window holds bucket 5
+    assert len(windows) == 1 and sorted(windows[0][1].tolist()) == [1000.0, 1000.0]
+
+
+@needs_numpy
+def test_a_region_fit_of_cells_keeps_the_traffic_outside_its_cells():
+    # GIVEN a region whose counters hold 100,000 impressions per combination from before the cells (x three times
+    # y), and cells of 200 impressions per combination and device at equal rates
+    arms = {"cr|x.p@region=pnw": [100200, 3030, 0, 0.0], "cr|y.p@region=pnw": [100200, 1030, 0, 0.0]}
+    for h in ("x", "y"):
+        arms[f"cr|{h}.p@region=pnw@device=mobile"] = [100, 15, 0, 0.0]
+        arms[f"cr|{h}.p@region=pnw@device=desktop"] = [100, 15, 0, 0.0]
+    components = {"cr|headline=x": [100200, 3030, 0, 0.0], "cr|headline=y": [100200, 1030, 0, 0.0],
+                  "cr|cta=p": [200400, 4060, 0, 0.0]}
+    stats = _table(components, arms=arms)
+    # WHEN the region is fitted from its cells
+    fit = learning._fits(stats, "cr", "click", LearningParams(dims=("region", "device")))["pnw"]
+    # THEN the old traffic still ranks x well above y (one more block of rows: device "device=")
+    assert fit.cells and fit.effect[0]["x"] / fit.effect[0]["y"] > 2.5
+    assert {"p@device=", "p@device=mobile", "p@device=desktop"} <= set(fit.positions[fit.cells[1]])

@@ -67,6 +67,16 @@ def test_combinations_and_ranks_elsewhere():
     assert report["top_by_region"]["se"][0]["rank_elsewhere"] == {"pnw": 2}
 
 
+def test_time_buckets_and_device_cells_are_not_regions():
+    # GIVEN the fixture plus a time-bucketed and a device-cell copy of a per-region combination row
+    arms = dict(FIXTURE["arms"])
+    row = next(v for k, v in arms.items() if k.endswith("@region=pnw"))
+    key = next(k for k in arms if k.endswith("@region=pnw"))
+    obj = {**FIXTURE, "arms": {**arms, f"{key}#e5": list(row), f"{key}@device=mobile": list(row)}}
+    # THEN the regions and their top combinations are those of the fixture
+    assert build_report(obj)["top_by_region"] == build_report(FIXTURE)["top_by_region"]
+
+
 def test_lift_vs_holdout():
     lift = build_report(FIXTURE)["lift"]
     assert lift["lift"] == pytest.approx(0.03 / 0.015 - 1)

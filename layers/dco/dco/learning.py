@@ -462,7 +462,8 @@ def _combination_windows(
     windows of :func:`_windows` (``recent_buckets`` buckets each, newest first, within the newest
     ``arm_buckets``): per window ``(combination ids, impressions, successes)``, and before them, per combination
     id, ``(impressions, successes)`` of the region's history older than the windows (the absolute counters less
-    the bucketed ones). None without them (numpy only)."""
+    the buckets inside the windows; the stats object may keep older buckets, which are history too). None
+    without them (numpy only)."""
     if np is None or value is None:
         return None
     memo = _memo(stats)
@@ -483,8 +484,18 @@ def _combination_windows(
         memo[key] = None
         return None
     b = bucket_plus[mine] - 1
-    cid = (codes[mine] >> (_VALUE_BITS + _BUCKET_BITS)).astype(np.intp)
-    successes, trials = stats.counts_at(rows[mine], objective)
+    _changed_keys(stats, params)  # memoizes the newest bucket of the stats (the windows of _windows)
+    newest = memo.get(("learning.decayed", params.half_life_s, params.bucket_s, params.buckets, params.change_z,
+                       params.recent_buckets, "newest"))
+    if newest is None:  # no time-bucketed component counters: the combinations' own newest bucket
+        newest = int(b.max())
+    width = max(1, params.recent_buckets)
+    count = max(1, -(-params.arm_buckets // width))
+    w = (newest - b) // width
+    inside = (w >= 0) & (w < count)
+    b, w = b[inside], w[inside]
+    cid = (codes[mine] >> (_VALUE_BITS + _BUCKET_BITS)).astype(np.intp)[inside]
+    successes, trials = stats.counts_at(rows[mine][inside], objective)
     n = np.asarray(trials, dtype=float)
     s = np.minimum(np.asarray(successes, dtype=float), n)
     size = len(reg.ids)
@@ -496,13 +507,6 @@ def _combination_windows(
     s_before = (np.bincount(cid_all, weights=np.minimum(np.asarray(s_all, dtype=float), n_all), minlength=size)
                 - np.bincount(cid, weights=s, minlength=size))
     before = (np.maximum(n_before, 0.0), np.maximum(s_before, 0.0))
-    newest = memo.get(("learning.decayed", params.half_life_s, params.bucket_s, params.buckets, params.change_z,
-                       params.recent_buckets, "newest"))
-    if newest is None:
-        newest = int(b.max())
-    width = max(1, params.recent_buckets)
-    count = max(1, -(-params.arm_buckets // width))
-    w = (newest - b) // width
     out = []
     for i in range(count):
         sel = (w == i) & (n > 0)
@@ -522,26 +526,24 @@ def _combos_drifted(window: tuple[Any, Any, Any], before: tuple[Any, Any], fit: 
     the devices it is served on, so neither the partners' improvement over time, nor an interaction the
     additive fit misses, nor a partner's device-specific effect trips it."""
     assert np is not None
+    reg_columns = _COMBOS[(creative, f"@{ARM_CONTEXT_DIMENSIONS[0]}=")].position_arrays()[1:]
+    if slot_position >= len(reg_columns):
+        return False
     cid, n, s = window
     n_before, s_before = before
     fitted = fit.combos
-    seen = (cid < fitted.shape[0]) & (cid < n_before.shape[0])
+    seen = cid < fitted.shape[0]  # (n_before has a row per combination id of the registry)
     cid, n, s = cid[seen], n[seen], s[seen]
     known = fitted[cid] > 0
     if not known.any():
         return False
     cid, n, s = cid[known], n[known], s[known]
     a = max(params.pair_strength, 1.0)
-    rates = np.zeros(fitted.shape[0])
-    rates[cid] = (s_before[cid] + a) / (n_before[cid] + a / fitted[cid])
-    known = np.ones(cid.shape[0], dtype=bool)
-    reg_columns = _COMBOS[(creative, f"@{ARM_CONTEXT_DIMENSIONS[0]}=")].position_arrays()[1:]
-    if slot_position >= len(reg_columns):
-        return False
-    variant = reg_columns[slot_position][cid[known]]
+    rates = (s_before[cid] + a) / (n_before[cid] + a / fitted[cid])
+    variant = reg_columns[slot_position][cid]
     size = int(variant.max()) + 1
-    clicks = np.bincount(variant, weights=s[known], minlength=size)
-    expected = np.bincount(variant, weights=n[known] * rates[cid[known]], minlength=size)
+    clicks = np.bincount(variant, weights=s, minlength=size)
+    expected = np.bincount(variant, weights=n * rates, minlength=size)
     diff = clicks - expected
     z2 = params.change_z * params.change_z
     flagged = (diff * diff > z2 * np.maximum(expected, 1.0)) & (np.abs(diff) > params.change_ratio * expected)
@@ -607,17 +609,10 @@ def _window_drifted(
     # per position: [(impressions, clicks, fitted effect)] of its variants in the window
     seen: list[list[tuple[float, float, float]]] = []
     mix: list[float] = []
-    for q in range(fit.main or len(fit.positions)):
+    for q in range(fit.main):
         known = fit.positions[q]
         eff = fit.effect[q]
         prior = national.effect[q] if q < len(national.effect) else {}
-        # a fit of device cells: each variant's effect times its device effects, weighted by its traffic on
-        # each device in the window (all regions: the component counters carry one context value each)
-        device: dict[str, list[tuple[str, float]]] = {}
-        if q in fit.cells:
-            for name_h, h in fit.effect[fit.cells[q]].items():
-                v, _, cell = name_h.partition("@")
-                device.setdefault(v, []).append((cell, h))
         rows = []
         for v in known.keys() | prior.keys():
             name = slots.get(v)
@@ -625,13 +620,7 @@ def _window_drifted(
                 continue
             r = recent.get(f"{creative}|{name}={v}@{dim}={value}")
             if r is not None and r[0] > 0:
-                e = eff.get(v, prior.get(v, 1.0))
-                if v in device:
-                    weights = [(float(recent.get(f"{creative}|{name}={v}@{cell}", (0.0,))[0]), h) for cell, h in device[v]]
-                    total = sum(w for w, _ in weights)
-                    if total > 0:
-                        e *= sum(w * h for w, h in weights) / total
-                rows.append((float(r[0]), float(r[col]), e))
+                rows.append((float(r[0]), float(r[col]), eff.get(v, prior.get(v, 1.0))))
         seen.append(rows)
         imps = sum(r[0] for r in rows)
         mix.append(sum(r[0] * r[2] for r in rows) / imps if imps > 0 else 1.0)
@@ -1085,7 +1074,8 @@ def _fits_np(
         value = reg.values[v]
         fit = None
         if value in cells:
-            fit = _cell_fit(reg, columns, cells[value], n_vc, s_vc, params)
+            fit = _cell_fit(reg, columns, v, cells[value], n_vc, s_vc, national if params.national_prior else None,
+                            params)
         if fit is None:
             fit = fit_of(n_vc[v], s_vc[v], national if params.national_prior else None)
         if fit is not None:
@@ -1093,23 +1083,30 @@ def _fits_np(
     return out
 
 
-def _cell_fit(reg: _Combos, columns: list[Any], cell_values: list[int], n_vc: Any, s_vc: Any,
-              params: LearningParams) -> _Fit | None:
+def _cell_fit(reg: _Combos, columns: list[Any], region: int, cell_values: list[int], n_vc: Any, s_vc: Any,
+              prior: _Fit | None, params: LearningParams) -> _Fit | None:
     """The fit of one region from its device cells: the rows are (combination, device), and every slot ``p``
     has, besides its effect ``f_p[v]``, a device x variant effect ``h_p[d, v]`` (a position of its own, named
     ``<v>@device=<d>``) with a Gamma prior of ``cell_strength`` pseudo-successes centred on 1: the slot's effect
     is shared by the devices unless the data says otherwise, and the other slots' effects, the pair residuals
-    and the look-ahead are no longer confounded by one slot's device-specific effect."""
+    and the look-ahead are no longer confounded by one slot's device-specific effect.
+
+    The region's traffic outside its cells (counted before the cells existed, or served without a device) is one
+    more block of rows, device ``<dim>=`` (no request has an empty device, so its effects only absorb that
+    traffic's difference): nothing the region's counters hold is left out. ``prior``: the national fit when
+    ``national_prior`` is on (the cell effects are centred on 1 either way)."""
     assert np is not None
     size = n_vc.shape[1]
-    n_rows = np.concatenate([n_vc[v] for v in cell_values])
-    s_rows = np.concatenate([s_vc[v] for v in cell_values])
+    rest_n = np.maximum(n_vc[region] - n_vc[cell_values].sum(axis=0), 0.0)
+    rest_s = np.minimum(np.maximum(s_vc[region] - s_vc[cell_values].sum(axis=0), 0.0), rest_n)
+    n_rows = np.concatenate([*(n_vc[v] for v in cell_values), rest_n])
+    s_rows = np.concatenate([*(s_vc[v] for v in cell_values), rest_s])
     used = np.nonzero(n_rows > 0)[0]
     if used.size == 0:
         return None
     cid = used % size
     dev = used // size
-    names = [reg.values[v].partition("@")[2] for v in cell_values]
+    names = [reg.values[v].partition("@")[2] for v in cell_values] + [f"{ARM_CELL_DIMENSIONS[0]}="]
     positions: list[dict[str, int]] = []
     index: list[Any] = []
     inverse: list[tuple[Any, Any]] = []
@@ -1128,7 +1125,7 @@ def _cell_fit(reg: _Combos, columns: list[Any], cell_values: list[int], n_vc: An
         positions.append({f"{v}@{names[d]}": j for j, (v, d) in enumerate(zip(variant_names, devices, strict=True))})
         index.append(ci.reshape(-1))
     strengths = [params.partner_strength] * width + [params.cell_strength] * width
-    fit = _fit_additive((), None, params.partner_strength, params.sweeps,
+    fit = _fit_additive((), prior, params.partner_strength, params.sweeps,
                         (positions, index, n_rows[used], s_rows[used]), strengths)
     fit.main = width
     fit.cells = {p: width + p for p in range(width)}
@@ -1443,7 +1440,7 @@ def _partner_counts(
     k3 = params.lookahead_strength
     if k3 > 0 and k2 > 0 and fit.data is not None:
         done = _done_positions(fit, chosen)
-        for q in range(fit.main or len(fit.positions)):
+        for q in range(fit.main):
             if q != p and q not in done and fit.effect[q]:
                 ahead.append(_lookahead(fit, p, q, k3, cell))
     device: dict[str, float] = {}
