@@ -662,22 +662,29 @@ def _work(conn: Any, others: Sequence[Any], counters: _Counters, player: _Player
     try:
         stats = StatsTable.empty(campaign_id)
         while True:
-            msg = conn.recv()
+            try:
+                msg = conn.recv()
+            except EOFError:  # the parent is gone
+                break
             if msg[0] == "stop":
                 _, batch, epoch_time, want = msg
                 obj = None
                 if want:
                     counters.add(batch, epoch_time)
                     obj = counters.stats_object(epoch_time)
-                conn.send(("done", time.process_time() - cpu_start, counters.seconds, obj))
+                reply: Any = ("done", time.process_time() - cpu_start, counters.seconds, obj)
+            else:
+                _, batch, epoch_time, lo, hi, contexts = msg
+                if batch is not None:
+                    counters.add(batch, epoch_time)
+                    stats = counters.table(epoch_time)
+                reply = player.play(stats, lo, hi, contexts)
+            try:
+                conn.send(reply)
+            except BrokenPipeError:  # the parent is gone
                 break
-            _, batch, epoch_time, lo, hi, contexts = msg
-            if batch is not None:
-                counters.add(batch, epoch_time)
-                stats = counters.table(epoch_time)
-            conn.send(player.play(stats, lo, hi, contexts))
-    except (EOFError, BrokenPipeError):  # the parent is gone
-        pass
+            if msg[0] == "stop":
+                break
     except BaseException:  # noqa: BLE001 - anything: the parent must hear of it, not wait
         with contextlib.suppress(OSError):
             conn.send(("error", traceback.format_exc()))
@@ -714,6 +721,13 @@ class _Pool:
             for _, child in pipes:
                 child.close()
 
+    def _send(self, k: int, msg: Any) -> None:
+        try:
+            self.conns[k].send(msg)
+        except OSError:  # a worker that died between windows (killed, out of memory)
+            self.procs[k].join(timeout=1)
+            raise RuntimeError(f"simulate worker {k} exited (code {self.procs[k].exitcode})") from None
+
     def _recv(self, k: int) -> Any:
         try:
             msg = self.conns[k].recv()
@@ -729,8 +743,8 @@ class _Pool:
     ) -> None:
         """Start a window: the previous window's batch (None: the first window, empty stats) and each worker's
         share of the contexts."""
-        for conn, contexts in zip(self.conns, shares, strict=True):
-            conn.send(("window", batch, epoch_time, lo, hi, contexts))
+        for k, contexts in enumerate(shares):
+            self._send(k, ("window", batch, epoch_time, lo, hi, contexts))
 
     def receive(self) -> list[_Played]:
         return [self._recv(k) for k in range(len(self.conns))]
@@ -738,8 +752,8 @@ class _Pool:
     def finish(self, batch: dict[tuple[Any, ...], list[int]], epoch_time: int) -> dict[str, Any]:
         """Stop the workers cleanly, collect their CPU and publishing seconds, and the final stats object (the
         first worker's replica, with the last window's ``batch`` counted)."""
-        for k, conn in enumerate(self.conns):
-            conn.send(("stop", batch, epoch_time, k == 0))
+        for k in range(len(self.conns)):
+            self._send(k, ("stop", batch, epoch_time, k == 0))
         obj: dict[str, Any] = {}
         for k in range(len(self.conns)):
             _, cpu, published, final = self._recv(k)
@@ -829,6 +843,10 @@ def simulate(
                      log_out is not None)
     if workers is None:
         workers = auto_workers(n, len(truth.contexts))
+    elif workers > 1 and "fork" not in multiprocessing.get_all_start_methods():
+        raise ScenarioError(f"--workers {workers} needs the fork start method, which this platform lacks: use 1")
+    # contexts are never split, so more workers than contexts would only idle (and keep a counter replica each)
+    workers = min(workers, len(truth.contexts))
     if n <= refresh:  # one window: nothing to share out
         workers = 1
 

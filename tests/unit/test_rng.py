@@ -29,9 +29,11 @@ def test_draws_match_numpy_pcg64_bit_for_bit() -> None:
         seed = rnd.getrandbits(rnd.choice([8, 64, 70, 130])) * rnd.choice([1, -1])
         ref, mine, other = _numpy(seed), make_rng(seed), make_rng(seed + 1)
         for _ in range(rnd.randint(1, 10)):
-            if rnd.random() < 0.2:
+            if rnd.random() < 0.2:  # the other draws through the shared numpy generator: it changes hands
                 other.random()
                 other.integers(7)
+                other.betas(np.asarray([2.0, 3.0]), np.asarray([5.0, 1.5]))
+                other.integers(2**40)
             op = rnd.choice("riiibg")
             if op == "r":
                 pair = float(ref.random()), mine.random()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -171,8 +172,27 @@ def test_worker_processes_give_the_same_run_as_one(tmp_path):
         assert {k: v for k, v in result.summary.items() if k not in TIMING} == {
             k: v for k, v in base.summary.items() if k not in TIMING
         }
-        assert result.stats_object == base.stats_object
+        assert json.dumps(result.stats_object) == json.dumps(base.stats_object)  # same keys in the same order
         assert log == base_log
+    # AND more workers than contexts are not started (a context is never split)
+    assert simulate(scenario, "dco", impressions=2600, seed=5, workers=9).summary["workers"] == 4
+
+
+def test_a_failing_worker_is_named_and_every_worker_ends(monkeypatch):
+    import multiprocessing
+
+    from dco_local import simulate as module
+
+    def broken(self, *args, **kwargs):
+        raise ZeroDivisionError("boom in a worker")
+
+    # GIVEN the forked workers inherit an engine step that fails
+    monkeypatch.setattr(module._Player, "play", broken)
+    scenario = scenario_from_dict({**TINY, "contexts": {**TINY["contexts"], "device": {"mobile": 0.6, "desktop": 0.4}}})
+    # THEN the run stops with the worker's traceback, and no worker process is left
+    with pytest.raises(RuntimeError, match=r"(?s)simulate worker \d failed.*boom in a worker"):
+        simulate(scenario, "dco", impressions=2600, seed=5, workers=2)
+    assert multiprocessing.active_children() == []
 
 
 def test_workers_must_be_at_least_one(capsys):
@@ -180,6 +200,9 @@ def test_workers_must_be_at_least_one(capsys):
 
     with pytest.raises(SystemExit) as exc:
         main(["simulate", "--scenario", "retail", "--workers", "0"])
+    assert exc.value.code == 2 and "--workers" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["simulate", "--scenario", "retail", "--workers", "abc"])
     assert exc.value.code == 2 and "--workers" in capsys.readouterr().err
     with pytest.raises(ScenarioError, match="--workers"):
         simulate(scenario_from_dict(TINY), "dco", impressions=100, workers=0)
