@@ -485,12 +485,10 @@ def _combination_windows(
         return None
     b = bucket_plus[mine] - 1
     _changed_keys(stats, params)  # memoizes the newest bucket of the stats (the windows of _windows)
-    newest = memo.get(("learning.decayed", params.half_life_s, params.bucket_s, params.buckets, params.change_z,
-                       params.recent_buckets, "newest"))
+    newest = _newest_bucket(stats, params)
     if newest is None:  # no time-bucketed component counters: the combinations' own newest bucket
         newest = int(b.max())
-    width = max(1, params.recent_buckets)
-    count = max(1, -(-params.arm_buckets // width))
+    width, count = _window_shape(params)
     w = (newest - b) // width
     inside = (w >= 0) & (w < count)
     b, w = b[inside], w[inside]
@@ -550,6 +548,22 @@ def _combos_drifted(window: tuple[Any, Any, Any], before: tuple[Any, Any], fit: 
     return bool(flagged.any())
 
 
+def _newest_bucket(stats: Any, params: LearningParams) -> int | None:
+    """The newest time bucket of the stats' component counters, as :func:`_decayed` found it (None before
+    :func:`_decayed` ran for ``params``, or without time-bucketed counters)."""
+    key = ("learning.decayed", params.half_life_s, params.bucket_s, params.buckets, params.change_z,
+           params.recent_buckets, "newest")
+    newest: int | None = _memo(stats).get(key)
+    return newest
+
+
+def _window_shape(params: LearningParams) -> tuple[int, int]:
+    """``(buckets per window, windows)``: disjoint windows of ``recent_buckets`` buckets covering the newest
+    ``arm_buckets`` (:func:`_windows`, :func:`_combination_windows`)."""
+    width = max(1, params.recent_buckets)
+    return width, max(1, -(-params.arm_buckets // width))
+
+
 def _windows(stats: Any, params: LearningParams) -> list[dict[str, list[float]]]:
     """Component counts of disjoint windows of ``recent_buckets`` time buckets, newest first, as far back as
     the short-memory fit reads (``arm_buckets``): base component key -> ``[impressions, clicks, conversions]``.
@@ -563,10 +577,8 @@ def _windows(stats: Any, params: LearningParams) -> list[dict[str, list[float]]]
     if found is not None:
         return found  # type: ignore[no-any-return,unused-ignore]
     recent = _changed_keys(stats, params)[2]
-    newest = memo.get(("learning.decayed", params.half_life_s, params.bucket_s, params.buckets, params.change_z,
-                       params.recent_buckets, "newest"))
-    width = max(1, params.recent_buckets)
-    count = max(1, -(-params.arm_buckets // width))
+    newest = _newest_bucket(stats, params)
+    width, count = _window_shape(params)
     out: list[dict[str, list[float]]] = [recent] if recent else []
     if newest is not None and count > 1:
         older: list[dict[str, list[float]]] = [{} for _ in range(count - 1)]
@@ -1340,9 +1352,7 @@ def _context_shifts(
     The ratio is shrunk toward the slot's with ``context_strength`` pseudo-successes; the shift applied to the
     variant's rate is ``(1 - share of its traffic in dv) * log(ratio / slot ratio)``.
     """
-    memo = _memo(stats)
-    newest = memo.get(("learning.decayed", params.half_life_s, params.bucket_s, params.buckets, params.change_z,
-                       params.recent_buckets, "newest"))
+    newest = _newest_bucket(stats, params)
     rows = _component_rows(stats)
     dim, value = dv
     zero = (0.0, 0.0, 0.0)
