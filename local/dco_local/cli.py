@@ -159,8 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     from dco_local import bench
 
     bench.add_parser(sub)
-    from dco_local import evaluate, report, simulate
-    for module in (simulate, evaluate, report):
+    from dco_local import evaluate, report, scenarios, simulate
+    for module in (simulate, scenarios, evaluate, report):
         module.add_parser(sub)
     from dco_local import demo  # the main job: dco demo
 
@@ -172,6 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if "--pure-python" in (sys.argv[1:] if argv is None else argv):
+        # before any dco module reads the accelerators: the engine then runs as in Pyodide without wheels
+        from dco import _accel
+
+        _accel.disable()
     parser = build_parser()
     args = parser.parse_args(argv)
     return int(args.func(args) or 0)

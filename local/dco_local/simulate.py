@@ -75,7 +75,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIO_DIR = ROOT / "examples" / "scenarios"
-POLICIES = ("dco", "per-arm-ts", "random")
+POLICIES = ("dco", "per-arm-ts", "per-slot-ts", "random")
+# policy -> the engine's assembly of an assembled creative (random is the group's rotation instead)
+ASSEMBLY_OF = {"dco": "model", "per-arm-ts": "per-arm", "per-slot-ts": "per-slot", "random": "model"}
 SIGNAL_OF = {"region": "geo.region", "device": "device.type"}
 START = datetime(2026, 11, 2, tzinfo=UTC)
 VIEWERS_PER_CONTEXT = 2000
@@ -259,14 +261,24 @@ def _load_yaml_campaign(path: str) -> dict[str, Any]:
     return copy.deepcopy(dict(parse_config_text(p.read_bytes())))
 
 
-def campaign_for(scenario: Scenario, policy: str, *, holdout: float | None = None, with_products: bool = False) -> tuple[dict[str, Any], str, str]:
+def learning_dimensions(scenario: Scenario) -> list[str]:
+    """The learning dimensions of a scenario's campaign: its context keys (``region``, ``device``; any other key is
+    a contextual key, ``context.<key>``)."""
+    return [k if k in SIGNAL_OF else f"context.{k}" for k in scenario.contexts]
+
+
+def campaign_for(
+    scenario: Scenario, policy: str, *, holdout: float | None = None, with_products: bool = False,
+    dims: Sequence[str] | None = None,
+) -> tuple[dict[str, Any], str, str]:
     """``(campaign dict, creative id, experience id)`` for a scenario and a policy.
 
     With ``campaign`` in the scenario: that config, its assembled creative's slots replaced by the scenario's
     (variant content from the config; every scenario variant id must exist there). Variant rules, exclusions
     and (unless ``with_products``) the product feed of that creative are dropped: the scenario's truth is the
     whole world, and it has no notion of eligibility or products. Otherwise a campaign is generated.
-    ``random`` sets the rotation of every group to ``random``.
+    ``random`` sets the rotation of every group to ``random``. The campaign learns in the scenario's context
+    dimensions (:func:`learning_dimensions`), or in ``dims`` when given.
     """
     if scenario.campaign:
         data = _load_yaml_campaign(scenario.campaign)
@@ -290,7 +302,7 @@ def campaign_for(scenario: Scenario, policy: str, *, holdout: float | None = Non
         experience = scenario.experience or data["experiences"][0]["id"]
     else:
         cid, experience = "cr-sim", "sim-main"
-        regions = list(scenario.contexts.get("region", {}))
+        regions = [r for r in scenario.contexts.get("region", {}) if r]
         data = {
             "id": f"sim-{scenario.name}",
             "name": f"simulated: {scenario.name}",
@@ -323,6 +335,7 @@ def campaign_for(scenario: Scenario, policy: str, *, holdout: float | None = Non
         }
     if holdout is not None:
         data["holdout"] = holdout
+    data["learning"] = {"dimensions": list(learning_dimensions(scenario) if dims is None else dims)}
     if policy == "random":
         for group in data["groups"]:
             group["rotation"] = "random"
@@ -342,7 +355,7 @@ def build_engine(data: Mapping[str, Any], policy: str, params: Any) -> Any:
     feed = (ROOT / "examples" / "retail" / "feed.tsv").read_bytes() if "feed" in data else generate_retail_feed(20)
     catalog = parse_feed(feed, campaign.feed, currency=campaign.currency).catalog
     snapshot = load_snapshot(build_snapshot(data, catalog, campaign=campaign))
-    return Engine(snapshot, learning_params=params, assembly="combination" if policy == "per-arm-ts" else "component")
+    return Engine(snapshot, learning_params=params, assembly=ASSEMBLY_OF[policy])
 
 
 # ------------------------------------------------------------------------------------------------ the run
@@ -374,41 +387,46 @@ def _moving_ratio_crossing(served: Any, best: Any, window: int) -> int | None:
 class _Counters:
     """The counters a run has published, by stats-object section, and the stats table of the next window.
 
-    ``sections``: ``arms``, ``components``, ``splits`` (keys without the ``arm:``/``comp:``/``split:`` prefix,
-    rows ``[impressions, clicks, conversions, value]``); the rows that the events of one batch key increment are
-    resolved once per key and time bucket, and the time-bucketed rows are kept by bucket so that old buckets can
-    be dropped. With ``--workers`` every worker keeps a replica fed the same batches in the same order, so each
+    ``sections``: ``arms``, ``splits``, ``contexts`` (keys without the ``arm:``/``split:``/``ctx:`` prefix, rows
+    ``[impressions, clicks, conversions, value]``; the ``ctx:`` counters also per daily bucket, ``#e<bucket>``,
+    the newest :data:`dco.learning.contract.PUBLISHED_BUCKETS` kept, as publish-stats keeps them). The rows
+    one event of a batch key increments are resolved once per key and bucket. A publication is what
+    publish-stats does (:func:`dco.learning.publish.refresh`: prune, refit the models, warm from the previous
+    publication). With ``--workers`` every worker keeps a replica fed the same batches in the same order, so each
     builds the same stats table for the next window without the table crossing a pipe.
     """
 
     def __init__(
-        self, truth: Truth, params: Any, cid: str, combo_arm: Sequence[str], ctx_signals: Sequence[Mapping[str, str]],
+        self, truth: Truth, params: Any, cid: str, combo_arm: Sequence[str], contexts: Sequence[Mapping[str, str]],
         campaign_id: str,
     ) -> None:
+        from dco.learning.model import KeyParser
+
         self.truth = truth
         self.params = params
         self.cid = cid
         self.combo_arm = combo_arm
-        self.ctx_signals = ctx_signals
+        self.contexts = contexts
         self.campaign_id = campaign_id
-        self.sections: dict[str, dict[str, list[Any]]] = {"arms": {}, "components": {}, "splits": {}}
-        self.section_of = {"arm": self.sections["arms"], "comp": self.sections["components"],
+        self.sections: dict[str, dict[str, list[Any]]] = {"arms": {}, "splits": {}, "contexts": {}}
+        self.section_of = {"arm": self.sections["arms"], "ctx": self.sections["contexts"],
                            "split": self.sections["splits"]}
-        self.by_bucket: dict[int, list[tuple[dict[str, list[Any]], str]]] = {}
-        self.by_arm_bucket: dict[int, list[tuple[dict[str, list[Any]], str]]] = {}
+        self.by_bucket: dict[int, list[str]] = {}
         self.row_memo: dict[tuple[Any, ...], list[list[Any]]] = {}
-        # per batch key: the rows of its counters without a time bucket (they live as long as the run) and the
-        # (section, kind, key without the bucket suffix) of the time-bucketed ones
-        self.key_parts: dict[tuple[Any, ...], tuple[list[list[Any]], list[tuple[dict[str, list[Any]], str, str]]]] = {}
-        self.seconds = 0.0  # spent publishing (adding the counts, building the stats tables)
+        # per batch key: the rows of its counters (they live as long as the run) and the key of its ctx: counter,
+        # whose daily bucket rows are made per bucket
+        self.key_parts: dict[tuple[Any, ...], tuple[list[list[Any]], str | None]] = {}
+        self.parser = KeyParser()
+        self.published: dict[str, Any] | None = None  # the previous publication (its models and counts)
+        self.touched: dict[str, list[Any]] = {}  # contexts rows changed since it: their counts then
+        self.seconds = 0.0  # spent publishing (adding the counts, refitting, building the stats tables)
 
     def rows_of(self, combo: int | None, ci: int, hold: bool, other: str | None, epoch_time: int) -> list[list[Any]]:
         """The counter rows one event of a batch key increments in the time bucket of ``epoch_time``:
-        :func:`dco.learning.counter_keys` (the fold's keys), resolved once per batch key; rows are created on
-        first use."""
-        from dco import learning
+        :func:`dco.learning.contract.counter_keys` (the fold's keys), resolved once per batch key; rows are created
+        on first use."""
+        from dco.learning.contract import BUCKET_SUFFIX, bucket_of, counter_keys
 
-        params = self.params
         bkey = (combo, ci, hold, other)
         parts = self.key_parts.get(bkey)
         if parts is None:
@@ -418,87 +436,121 @@ class _Counters:
                 arm, creative = self.combo_arm[combo], self.cid
                 variants = [f"{s}={v}" for s, v in zip(self.truth.slot_names, self.truth.combos[combo], strict=True)]
             fixed: list[list[Any]] = []
-            bucketed: list[tuple[dict[str, list[Any]], str, str]] = []
-            for key in learning.counter_keys(
-                arm=arm, creative=creative, variants=variants, context=self.ctx_signals[ci], holdout=hold,
-                now_s=epoch_time, bucket_s=params.bucket_s,
-            ):
+            bucketed = None
+            for key in counter_keys(arm=arm, creative=creative, variants=variants, context=self.contexts[ci],
+                                    holdout=hold):
                 prefix, _, rest = key.partition(":")
                 section = self.section_of[prefix]
-                if learning.BUCKET_SUFFIX in rest:
-                    bucketed.append((section, prefix, rest.rpartition(learning.BUCKET_SUFFIX)[0]))
-                else:
-                    row = section.get(rest)
-                    if row is None:
-                        row = section[rest] = [0, 0, 0, 0.0]
-                    fixed.append(row)
+                row = section.get(rest)
+                if row is None:
+                    row = section[rest] = [0, 0, 0, 0.0]
+                fixed.append(row)
+                if prefix == "ctx":
+                    bucketed = rest
             parts = self.key_parts[bkey] = (fixed, bucketed)
-        bucket = epoch_time // params.bucket_s
-        suffix = f"{learning.BUCKET_SUFFIX}{bucket}"
         out = list(parts[0])
-        for section, prefix, base in parts[1]:
-            rest = base + suffix
-            row = section.get(rest)
+        if parts[1] is not None:
+            bucket = bucket_of(epoch_time)
+            rest = f"{parts[1]}{BUCKET_SUFFIX}{bucket}"
+            rows = self.sections["contexts"]
+            row = rows.get(rest)
             if row is None:
-                row = section[rest] = [0, 0, 0, 0.0]
-                (self.by_arm_bucket if prefix == "arm" else self.by_bucket).setdefault(bucket, []).append((section, rest))
+                row = rows[rest] = [0, 0, 0, 0.0]
+                self.by_bucket.setdefault(bucket, []).append(rest)
             out.append(row)
         return out
 
     def add(self, batch: Mapping[tuple[Any, ...], Sequence[int]], epoch_time: int) -> None:
         """Count one window's batch (batch key -> ``[impressions, clicks, ...]``, in the order the keys were first
         met: new counter rows are made in that order, which fixes the key order of the stats object) in the time
-        bucket of ``epoch_time``; then drop what publish-stats would no longer carry."""
+        bucket of ``epoch_time``; then drop the bucket rows publish-stats would no longer carry."""
+        from dco.learning.contract import PUBLISHED_BUCKETS, bucket_of
+
         t0 = time.perf_counter()
-        params = self.params
-        epoch = epoch_time // params.bucket_s
+        epoch = bucket_of(epoch_time)
         row_memo = self.row_memo
+        contexts = self.sections["contexts"]
+        touched = self.touched
         for bkey, counts in batch.items():
             memo_key = (*bkey, epoch)
             rows = row_memo.get(memo_key)
             if rows is None:
                 rows = row_memo[memo_key] = self.rows_of(*bkey, epoch_time)
             imps, clicks = counts[0], counts[1]
+            ctx_key = self.key_parts[bkey][1]
+            if ctx_key is not None and ctx_key not in touched:
+                before = contexts[ctx_key]
+                touched[ctx_key] = [before[0], before[1], before[2], before[3]]
             for row in rows:
                 row[0] += imps
                 row[1] += clicks
-        # publish-stats carries the newest `buckets` time buckets only, and the newest `arm_buckets` of the
-        # time-bucketed combination counters (the short-memory fit)
+        oldest = epoch - PUBLISHED_BUCKETS + 1
         dropped = False
-        for buckets, keep in ((self.by_bucket, params.buckets), (self.by_arm_bucket, params.arm_buckets)):
-            oldest = epoch - keep + 1
-            for bucket in [b for b in buckets if b < oldest]:
-                dropped = True
-                for section, rest in buckets.pop(bucket):
-                    del section[rest]
+        for bucket in [b for b in self.by_bucket if b < oldest]:
+            dropped = True
+            for rest in self.by_bucket.pop(bucket):
+                del contexts[rest]
         if dropped:  # the memoized rows of older time buckets are gone
             for memo_key in [k for k in row_memo if k[-1] < epoch]:
                 del row_memo[memo_key]
         self.seconds += time.perf_counter() - t0
 
     def stats_object(self, epoch_time: int) -> dict[str, Any]:
-        """The stats object publish-stats would write (:func:`dco.learning.stats_object`'s shape), rows copied:
-        the counters keep counting."""
-        return {
-            "version": 1, "campaign": self.campaign_id, "updated_at": int(epoch_time),
+        """The stats object publish-stats would write (dco.learning.contract's shape), rows copied: the counters
+        keep counting."""
+        out: dict[str, Any] = {
+            "version": 2, "campaign": self.campaign_id, "updated_at": int(epoch_time),
             **{name: {k: [r[0], r[1], r[2], r[3]] for k, r in rows.items()} for name, rows in self.sections.items()},
         }
+        out["models"] = (self.published or {}).get("models", {})
+        return out
 
     def table(self, epoch_time: int) -> Any:
-        """The stats table of the next window; built from rows this process made, so without validation.
+        """Publish (:func:`dco.learning.publish.refresh` over the live sections: the models are refitted) and
+        return the stats table of the next window.
 
         The table reads the live sections, not a copy (copying every row cost about a third of a publication):
         the run uses it only until the next :meth:`add`, when the next table takes over, and nothing keeps
-        state derived from an old table's rows (the engine's and the learning module's caches are per table).
+        state derived from an old table's rows (the engine's and the learner's caches are per table).
         """
+        from dco.learning.publish import refresh
         from dco.stats import StatsTable
 
         t0 = time.perf_counter()
-        table = StatsTable.from_trusted(
-            {"version": 1, "campaign": self.campaign_id, "updated_at": int(epoch_time), **self.sections}
-        )
+        obj = {"version": 2, "campaign": self.campaign_id, "updated_at": int(epoch_time), **self.sections}
+        previous = None
+        if self.published is not None:
+            previous = {"models": self.published["models"], "contexts": _Previous(self.sections["contexts"],
+                                                                                  self.touched)}
+        refresh(obj, previous, int(epoch_time), params=self.params, parser=self.parser)
+        self.published = {"models": obj["models"]}
+        self.touched = {}
+        table = StatsTable.from_trusted(obj)
         self.seconds += time.perf_counter() - t0
         return table
+
+
+class _Previous(Mapping[str, Any]):
+    """The ``contexts`` counts of the previous publication: the live rows, except those a batch changed since,
+    whose counts then are kept aside (so a publication need not copy every row)."""
+
+    def __init__(self, live: Mapping[str, Any], touched: Mapping[str, Any]) -> None:
+        self.live = live
+        self.touched = touched
+
+    def __getitem__(self, key: str) -> Any:
+        found = self.touched.get(key)
+        return found if found is not None else self.live[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        found = self.touched.get(key)
+        return found if found is not None else self.live.get(key, default)
+
+    def __iter__(self) -> Any:
+        return iter(self.live)
+
+    def __len__(self) -> int:
+        return len(self.live)
 
 
 class _Played(NamedTuple):
@@ -789,11 +841,13 @@ def simulate(
     with_products: bool = False,
     progress: bool = False,
     workers: int | None = None,
+    dims: Sequence[str] | None = None,
 ) -> RunResult:
     """Play ``scenario`` with ``policy``; returns the summary (see the module docstring) and the final stats.
 
     ``workers``: processes that play the impressions of each stats window (None: :func:`auto_workers`); the
-    results are the same for any number, only the timing fields differ.
+    results are the same for any number, only the timing fields differ. ``dims``: the campaign's learning
+    dimensions instead of the scenario's context keys.
     """
     from dco import learning
     from dco.device import Device
@@ -807,7 +861,7 @@ def simulate(
     params = params or learning.DEFAULT_PARAMS
     n = int(impressions or scenario.impressions)
     truth = Truth(scenario)
-    data, cid, experience = campaign_for(scenario, policy, holdout=holdout, with_products=with_products)
+    data, cid, experience = campaign_for(scenario, policy, holdout=holdout, with_products=with_products, dims=dims)
     engine = build_engine(data, policy, params)
     campaign_id = engine.campaign.id
 
@@ -818,10 +872,10 @@ def simulate(
     seed_base = int.from_bytes(hashlib.blake2b(f"sim{seed}".encode(), digest_size=6).digest(), "big") << 20
 
     pools: list[list[Any]] = []
-    ctx_signals = []
+    contexts = []
     for ci, ctx in enumerate(truth.contexts):
         geo = Geo(country="US", region=ctx.get("region"))
-        device = Device(type=ctx.get("device", "desktop"))
+        device = Device(type=ctx.get("device", "desktop") or "")
         extra = {k: v for k, v in ctx.items() if k not in SIGNAL_OF}
         pools.append(
             [
@@ -829,7 +883,7 @@ def simulate(
                 for j in range(VIEWERS_PER_CONTEXT)
             ]
         )
-        ctx_signals.append(learning.event_context(truth.signals(ctx)))
+        contexts.append(engine.learning_context(pools[-1][0]))
 
     combo_arm = [learning.combination_arm(cid, combo) for combo in truth.combos]
     base_p = 1.0 / (1.0 + math.exp(-scenario.base_logit))
@@ -838,7 +892,7 @@ def simulate(
     seconds_per_impression = 86400.0 / scenario.impressions_per_day
     start_s = int(START.timestamp())
     refresh = max(1, scenario.stats_refresh)
-    counters = _Counters(truth, params, cid, combo_arm, ctx_signals, campaign_id)
+    counters = _Counters(truth, params, cid, combo_arm, contexts, campaign_id)
     player = _Player(engine, truth, cid, pools, ctx_array, viewer_draw, uniforms, seed_base, changes, base_p,
                      log_out is not None)
     if workers is None:
@@ -959,10 +1013,15 @@ def simulate(
         "impressions_per_cpu_second": round(n / cpu) if cpu > 0 else None,
         "publish_seconds": round(refresh_seconds, 2),
         "workers": workers,
+        "engine": "numpy" if _engine_accelerated() else "pure-python",
     }
     summary["ctr_over_random"] = summary["ctr"] / rand if summary["ctr"] is not None else None
     summary["ctr_over_oracle"] = summary["ctr"] / oracle if summary["ctr"] is not None else None
     summary["tail_over_oracle"] = summary["tail_ctr"] / oracle if summary["tail_ctr"] is not None else None
+    # the same shares from the true click probabilities of what was served (no click noise: what the suite reads)
+    summary["share_of_oracle"] = _share(served_p, best_p, idx)
+    summary["tail_share_of_oracle"] = _share(served_p, best_p, tail)
+    summary["random_share_of_oracle"] = rand / oracle if oracle > 0 else None
     if len(truth.phases) > 1:
         recovery = []
         for k, start in enumerate(phase_starts[1:], start=1):
@@ -975,18 +1034,35 @@ def simulate(
             else:
                 c_count = None if c is None else int(sub_all[c]) + 1 - start
             p_oracle = float(truth.context_probs @ truth.tables[k].max(axis=1))
+            sub_tail = sub[sub >= end - (end - start) // 10]
             recovery.append(
                 {
                     "at": start,
                     "recovery_impressions": c_count,
                     "phase_oracle_ctr": p_oracle,
                     "phase_expected_ctr": float(served_p[sub].mean()) if sub.size else None,
+                    "phase_share_of_oracle": _share(served_p, best_p, sub),
+                    "phase_tail_share_of_oracle": _share(served_p, best_p, sub_tail),
                 }
             )
         summary["recovery"] = recovery
     if log_out and log_rows is not None:
         write_log(log_out, truth, log_rows)
     return RunResult(summary, obj)
+
+
+def _engine_accelerated() -> bool:
+    from dco._accel import np as engine_np
+
+    return engine_np is not None
+
+
+def _share(served: Any, best: Any, at: Any) -> float | None:
+    """The sum of the true click probabilities of what was served at ``at`` over the oracle's there."""
+    if not len(at):
+        return None
+    total = float(best[at].sum())
+    return float(served[at].sum()) / total if total > 0 else None
 
 
 def write_log(path: str, truth: Truth, rows: Sequence[tuple[Any, ...]]) -> None:
@@ -1014,37 +1090,65 @@ def write_stats(path: str, obj: Mapping[str, Any]) -> None:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from dco.learning import DEFAULT_PARAMS, LearningParams
+    if args.suite:
+        from dco_local.suite import cmd_suite
 
+        return cmd_suite(args)
+    if not args.scenario:
+        print("dco: simulate needs --scenario FILE|NAME or --suite DIR", file=sys.stderr)
+        return 2
     try:
         scenario = load_scenario(args.scenario)
-        # CLI flag -> LearningParams field (day-valued flags are converted to seconds)
-        direct = ("strength", "change_z", "exploration", "partner_strength", "pair_strength", "lookahead_strength",
-                  "arm_buckets", "cell_strength")
-        fields: dict[str, Any] = {name: getattr(args, name) for name in direct if getattr(args, name) is not None}
-        for flag, name in (("half_life_days", "half_life_s"), ("arm_half_life_days", "arm_half_life_s")):
-            if getattr(args, flag) is not None:
-                fields[name] = getattr(args, flag) * 86400.0
-        if args.dims is not None:
-            fields["dims"] = tuple(d for d in args.dims.split(",") if d)
-        params = LearningParams(**{**DEFAULT_PARAMS.__dict__, **fields})
         if args.stats_refresh:
             scenario.stats_refresh = args.stats_refresh
+        dims = None if args.dims is None else [d for d in args.dims.split(",") if d]
         result = simulate(
-            scenario, args.policy, impressions=args.impressions, seed=args.seed, holdout=args.holdout, params=params,
+            scenario, args.policy, impressions=args.impressions, seed=args.seed, holdout=args.holdout,
             log_out=args.log_out, with_products=args.with_products, progress=not args.json, workers=args.workers,
+            dims=dims,
         )
     except ScenarioError as exc:
         print(f"dco: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # a campaign the scenario made that does not validate: name it, no traceback
+        from dco.errors import ConfigError
+
+        if isinstance(exc, ConfigError):
+            print(f"dco: the scenario's campaign is invalid: {exc}", file=sys.stderr)
+            return 2
+        raise
     if args.stats_out:
         write_stats(args.stats_out, result.stats_object)
     s = result.summary
     if args.json:
         print(json.dumps(s))
         return 0
-    print(json.dumps(s, indent=2))
+    print(_text_summary(s))
     return 0
+
+
+def _text_summary(s: Mapping[str, Any]) -> str:
+    """The summary for people: the shares of the oracle first, then the counts and the timing."""
+    def pct(x: Any) -> str:
+        return "n/a" if x is None else f"{x:.3f}"
+
+    lines = [
+        f"{s['scenario']} ({s['policy']}, seed {s['seed']}, {s['impressions']:,} impressions, engine "
+        f"{s.get('engine', 'numpy')})",
+        f"  share of the oracle CTR: {pct(s['share_of_oracle'])} over the run, {pct(s['tail_share_of_oracle'])} in "
+        f"the last 10 % (random: {pct(s['random_share_of_oracle'])})",
+        f"  realized CTR {s['ctr']:.4%} (oracle {s['oracle_ctr']:.4%}, random {s['random_ctr']:.4%}); holdout "
+        f"{pct(s['holdout_ctr'])}",
+        f"  90 % of the oracle from impression {s['impressions_to_90pct_oracle']}",
+    ]
+    for k, phase in enumerate(s.get("recovery") or [], start=1):
+        lines.append(
+            f"  change {k} at {phase['at']:,}: {pct(phase['phase_share_of_oracle'])} of its oracle over the phase, "
+            f"{pct(phase['phase_tail_share_of_oracle'])} in its last 10 %, back to 90 % after "
+            f"{phase['recovery_impressions']} impressions"
+        )
+    lines.append(f"  {s['impressions_per_second']:,} impressions/s on {s['workers']} worker(s), {s['seconds']} s")
+    return "\n".join(lines)
 
 
 def _workers_arg(text: str) -> int | None:
@@ -1062,34 +1166,26 @@ def _workers_arg(text: str) -> int | None:
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("simulate", help="play a scenario against the engine in-process and report learning figures")
-    p.add_argument("--scenario", required=True, help="scenario file, or a name from examples/scenarios")
+    p.add_argument("--scenario", help="scenario file, or a name from examples/scenarios")
+    p.add_argument("--suite", help="a directory of scenario files (dco scenarios generate): play them all")
     p.add_argument("--policy", choices=POLICIES, default="dco")
     p.add_argument("--impressions", type=int, default=None, help="default: the scenario's")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seeds", default="1-5", help="with --suite: seeds to play each scenario with (1-5, or 1,3,7)")
+    p.add_argument("--scale", type=float, default=1.0,
+                   help="with --suite: play each scenario at this share of its impressions and days (0 < s <= 1)")
     p.add_argument("--holdout", type=float, default=None, help="override the campaign's holdout share")
     p.add_argument("--stats-refresh", type=int, default=None, help="override the scenario's stats_refresh")
-    p.add_argument("--half-life-days", type=float, default=None, help="component-count half-life (simulated days)")
-    p.add_argument("--strength", type=float, default=None, help="back-off prior strength k (pseudo-trials)")
-    p.add_argument("--change-z", type=float, default=None, help="drift test threshold (0: always discount)")
-    p.add_argument("--exploration", type=float, default=None, help="posterior spread of the draws (1 = Thompson)")
-    p.add_argument("--partner-strength", type=float, default=None,
-                   help="prior strength of the partner-adjusted combination fit (0: component counts only)")
-    p.add_argument("--pair-strength", type=float, default=None,
-                   help="prior strength of the pair residuals given the slots already chosen (0: off)")
-    p.add_argument("--lookahead-strength", type=float, default=None,
-                   help="prior strength of the pair residuals an earlier slot looks ahead with (0: off)")
-    p.add_argument("--cell-strength", type=float, default=None,
-                   help="prior strength of the device x variant effects of the combination fit (0: devices pooled)")
-    p.add_argument("--arm-buckets", type=int, default=None,
-                   help="time buckets of combination counters the short-memory fit reads after a change")
-    p.add_argument("--arm-half-life-days", type=float, default=None,
-                   help="half-life of the short-memory combination fit after a change")
-    p.add_argument("--dims", default=None, help="context dimensions the model conditions on (default region,device)")
+    p.add_argument("--dims", default=None,
+                   help="the campaign's learning dimensions, comma-separated (default: the scenario's context keys)")
+    p.add_argument("--pure-python", action="store_true",
+                   help="run the engine without numpy and pyroaring (its pure-Python path, as in Pyodide)")
     p.add_argument("--with-products", action="store_true", help="keep the creative's product selection")
     p.add_argument("--log-out", help="write the decision log (logged-bandit CSV for `dco evaluate`)")
     p.add_argument("--stats-out", help="write the final stats object (.json, or .msgpack) for `dco report`")
     p.add_argument("--workers", type=_workers_arg, default=None,
                    help="processes that play each stats window (same results for any number; default auto: "
                    f"1 under {PARALLEL_FROM:,} impressions, else one per CPU up to {MAX_AUTO_WORKERS})")
+    p.add_argument("--out", help="with --suite: write every run's summary here (JSON lines)")
     p.add_argument("--json", action="store_true", help="one JSON line, no progress")
     p.set_defaults(func=cmd_simulate)

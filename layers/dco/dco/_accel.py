@@ -23,6 +23,19 @@ except ImportError:  # pragma: no cover
     pyroaring = None
 
 
+def disable() -> None:
+    """Run the core on its pure-Python path in this process (``dco simulate --pure-python``): the accelerators are
+    dropped before any other ``dco`` module reads them. Raises ``RuntimeError`` when one already has."""
+    import sys
+
+    global np, pyroaring
+    loaded = sorted(name for name in sys.modules if name.startswith("dco.") and name != "dco._accel")
+    if loaded:
+        raise RuntimeError(f"disable() must run before the rest of dco is imported (loaded: {', '.join(loaded[:3])})")
+    np = None
+    pyroaring = None
+
+
 def accelerated() -> dict[str, bool]:
     """Which accelerators this process uses: ``{"numpy": True, "pyroaring": False}``."""
     return {"numpy": np is not None, "pyroaring": pyroaring is not None}

@@ -261,6 +261,14 @@ class FeedSpec:
 
 
 @dataclass(frozen=True)
+class Learning:
+    """How the campaign learns (docs/campaign-config.md, ``learning``): ``dimensions`` are the request signals the
+    learner conditions on (region, device, country, daypart, context.<key>; dco.learning.context)."""
+
+    dimensions: tuple[str, ...] = ("region", "device")
+
+
+@dataclass(frozen=True)
 class Campaign:
     id: str
     name: str
@@ -276,6 +284,7 @@ class Campaign:
     scoring: dict[str, float] = field(default_factory=dict)
     currency: str = "USD"
     prior: tuple[float, float] = (1.0, 1.0)
+    learning: Learning = field(default_factory=Learning)
 
     def experience(self, experience_id: str) -> Experience | None:
         for exp in self.experiences:

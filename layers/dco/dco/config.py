@@ -53,6 +53,7 @@ from dco.campaign import (
     Experience,
     FeedSpec,
     GeoRule,
+    Learning,
     MediaFile,
     ProductFilter,
     ProductSelection,
@@ -65,6 +66,7 @@ from dco.campaign import (
 )
 from dco.codes import COUNTRY_CODES, COUNTRY_HINTS, CURRENCY_CODES
 from dco.errors import ConfigError
+from dco.learning.context import MAX_DIMENSIONS, is_dimension
 
 __all__ = [
     "CREATIVE_TYPES",
@@ -109,7 +111,9 @@ WEIGHT_TOTAL = 100.0
 WEIGHT_TOLERANCE = 1e-6
 
 _TOP_REQUIRED = ("id", "timezone", "experiences", "themes", "groups", "creatives")
-_TOP_OPTIONAL = ("name", "objective", "holdout", "currency", "default_creative", "prior", "scoring", "feed")
+_TOP_OPTIONAL = (
+    "name", "objective", "holdout", "currency", "default_creative", "prior", "scoring", "feed", "learning",
+)
 _CREATIVE_COMMON = ("id", "type", "name", "size")
 # type -> (required fields, optional fields) besides the common ones
 _CREATIVE_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -572,6 +576,7 @@ class _Checker:
         prior = self.prior(top["prior"], "prior") if "prior" in top else (1.0, 1.0)
         scoring = self.scoring(top["scoring"], "scoring") if "scoring" in top else {}
         feed = self.feed(top["feed"], "feed") if "feed" in top else FeedSpec()
+        learning = self.learning(top["learning"], "learning") if "learning" in top else Learning()
 
         experiences = self.experiences(top.get("experiences"), "experiences") if "experiences" in top else ()
         themes = self.themes(top["themes"], "themes") if "themes" in top else {}
@@ -598,7 +603,38 @@ class _Checker:
             scoring=scoring or {},
             currency=currency or "USD",
             prior=prior or (1.0, 1.0),
+            learning=learning or Learning(),
         )
+
+    def learning(self, value: Any, path: str) -> Learning | None:
+        """``learning: {dimensions: [region, device, daypart, context.<key>]}`` (at most 4, no repeats; an empty
+        list learns no context)."""
+        data = self.mapping(value, path)
+        if data is None:
+            return None
+        self.fields(data, path, (), ("dimensions",))
+        if "dimensions" not in data:
+            return Learning()
+        dims_path = _key(path, "dimensions")
+        items = self.seq(data["dimensions"], dims_path, non_empty=False)
+        if items is None:
+            return None
+        found: list[str] = []
+        for i, item in enumerate(items):
+            item_path = _at(dims_path, i)
+            text = self.string(item, item_path)
+            if text is None:
+                continue
+            if not is_dimension(text):
+                self.error(item_path, f"unknown learning dimension {_describe(text)} (expected region, device, "
+                                      "country, daypart or context.<key> with a key of 1-32 a-z, 0-9, _)")
+            elif text in found:
+                self.error(item_path, f"dimension {_describe(text)} is listed twice")
+            else:
+                found.append(text)
+        if len(items) > MAX_DIMENSIONS:
+            self.error(dims_path, f"at most {MAX_DIMENSIONS} learning dimensions, got {len(items)}")
+        return Learning(tuple(found))
 
     def timezone(self, value: Any, path: str) -> str | None:
         text = self.string(value, path)

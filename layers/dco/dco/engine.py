@@ -22,7 +22,7 @@ import math
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from dco import bandit, learning
 from dco._accel import np
@@ -46,9 +46,6 @@ def creative_arm(creative_id: str) -> str:
 
 def product_arm(creative_id: str, product_id: str) -> str:
     return f"{creative_id}{ARM_SEP}{product_id}"
-
-
-component_key = learning.component_key
 
 
 def combination_arm(creative_id: str, variants: Sequence[tuple[str, str]]) -> str:
@@ -104,6 +101,8 @@ class Decision:
         return out
 
 
+Assembly = Literal["model", "per-arm", "per-slot"]
+ASSEMBLIES: tuple[Assembly, ...] = ("model", "per-arm", "per-slot")
 _ARM_COUNTS_MAX = 1024  # arm sets whose counts a warm engine keeps (~20 KB each at 600 arms)
 
 
@@ -143,15 +142,16 @@ class Engine:
         snapshot: Snapshot,
         *,
         learning_params: learning.LearningParams = learning.DEFAULT_PARAMS,
-        assembly: str = "component",
+        assembly: Assembly = "model",
         pick_cache: int = 4096,
     ) -> None:
-        """``learning_params`` tune the component model (:mod:`dco.learning`); ``assembly`` is how Thompson
-        sampling fills an assembled creative: ``component`` (default: per-slot posteriors with context back-off)
-        or ``combination`` (one Beta per full combination per region: the baseline the simulator compares);
+        """``learning_params`` are the learner's (:mod:`dco.learning`); ``assembly`` is how Thompson sampling
+        fills an assembled creative: ``model`` (the product: draws from the published model,
+        :func:`dco.learning.choose`), or a reference learner the simulator compares with: ``per-arm`` (one Beta
+        per full combination per learning context) or ``per-slot`` (one Beta per variant per slot per context);
         ``pick_cache`` bounds the product picks kept per (creative, request context) (0 turns it off)."""
-        if assembly not in ("component", "combination"):
-            raise ValueError(f"assembly must be component or combination, got {assembly!r}")
+        if assembly not in ASSEMBLIES:
+            raise ValueError(f"assembly must be one of {', '.join(ASSEMBLIES)}, got {assembly!r}")
         self.snapshot = snapshot
         self.campaign: Campaign = snapshot.campaign
         self.picks = PickCache(snapshot, pick_cache)
@@ -451,108 +451,86 @@ class Engine:
         rotation: str,
         trace: dict[str, Any] | None,
     ) -> tuple[tuple[tuple[str, str], ...] | None, float]:
-        """Choose one variant per slot: eligible by variant rules, no excluded pair, per-slot Thompson for algo.
+        """Choose one variant per slot among those its variant rules allow, no excluded pair together.
 
-        Slots are filled in config order; for each slot the variants are ranked (sampled value for algo, a
-        uniform shuffle otherwise) and the best one not excluded by an earlier pick wins. For algo each slot is
-        one :func:`dco.learning.choose_variant` step (component model with context back-off, per-refresh draw
-        tables), given the variants already chosen for the earlier slots (``chosen``: pairwise corrections from
-        the combination counters). The propensity is the product of the per-slot choice probabilities (exact
-        for both).
+        ``algo``: one draw of the learner (:func:`dco.learning.choose`, or the reference learner of
+        ``assembly``) over the whole combination, in the request's learning context. Otherwise (random, and the
+        holdout): slots filled in config order, each variant uniformly among those the earlier picks do not
+        exclude. The propensity is exact for both.
         """
-        if rotation == "algo" and self.assembly == "combination":
-            now_local = request.now.astimezone(_zone(self.campaign.timezone))
-            return self._assemble_combination(creative, signals, request, stats, rng, now_local, trace)
         slots, excluded = _assembly(creative)
         now_local = None  # only variant rules need the local time
-        chosen: list[tuple[str, str]] = []
-        chosen_ids: tuple[str, ...] = ()
-        propensity = 1.0
-        slot_trace: dict[str, Any] = {}
-        algo = rotation == "algo"
-        if algo:
-            choose = learning.choose_variant
-            objective, prior, params = self.campaign.objective, self.campaign.prior, self.learning_params
-        for slot, variants, ruleless, ids in slots:
-            eligible: Sequence[Variant] = variants
-            eligible_ids: tuple[str, ...] | None = ids  # the cached tuple: choose_variant's fast path
-            if not ruleless:
-                from dco.targeting import rules_match
+        eligible: list[Sequence[Variant]] = []
+        for _slot, variants, ruleless, _ids_ in slots:
+            if ruleless:
+                eligible.append(variants)
+                continue
+            from dco.targeting import rules_match
 
-                if now_local is None:
-                    now_local = request.now.astimezone(_zone(self.campaign.timezone))
-                eligible = [
-                    v for v in variants if v.rules is None or rules_match(v.rules, signals, request.segments, now_local)
-                ]
-                eligible_ids = None
-            if excluded and chosen:
-                blocked = set().union(*(excluded.get(v, set()) for v in chosen_ids))
-                if blocked:
-                    eligible = [v for v in eligible if v.id not in blocked]
-                    eligible_ids = None
-            if not eligible:
+            if now_local is None:
+                now_local = request.now.astimezone(_zone(self.campaign.timezone))
+            allowed = [v for v in variants if v.rules is None or rules_match(v.rules, signals, request.segments, now_local)]
+            if not allowed:
                 return None, 0.0
-            if algo:
-                choice = choose(
-                    stats, creative.id, slot, eligible_ids if eligible_ids is not None else _ids(eligible), signals,
-                    objective, rng, prior=prior, params=params, explain=trace is not None, chosen=chosen_ids,
+            eligible.append(allowed)
+        if rotation == "algo":
+            ids = [_ids(e) for e in eligible]
+            context = self.learning_context(request, signals)
+            campaign = self.campaign
+            if self.assembly == "model":
+                result = learning.choose(
+                    stats, creative.id, ids, creative.exclusions, context, campaign.objective, rng,
+                    params=self.learning_params, explain=trace is not None,
+                )
+            elif self.assembly == "per-arm":
+                result = learning.choose_per_arm(
+                    stats, creative.id, ids, creative.exclusions, context, campaign.objective, rng, prior=campaign.prior
                 )
             else:
-                choice = bandit.uniform(len(eligible), rng)
-            picked = eligible[choice.index]
-            propensity *= choice.propensity
-            chosen.append((slot, picked.id))
-            chosen_ids += (picked.id,)
-            if trace is not None:
-                slot_trace[slot] = {
-                    "eligible": len(eligible),
-                    "chosen": picked.id,
-                    "propensity": choice.propensity,
-                    "top_sampled": [[eligible[i].id, v] for i, v in choice.sampled],
-                }
-        if trace is not None:
-            trace["slots"] = slot_trace
-        return tuple(chosen), propensity
-
-    def _assemble_combination(
-        self,
-        creative: Creative,
-        signals: Mapping[str, str],
-        request: Any,
-        stats: StatsTable,
-        rng: Any,
-        now_local: Any,
-        trace: dict[str, Any] | None,
-    ) -> tuple[tuple[tuple[str, str], ...] | None, float]:
-        """The ``combination`` assembly: Thompson sampling over every allowed full combination."""
-        from dco.targeting import rules_match
-
-        slots = []
-        for slot, variants in creative.slots.items():
-            eligible = [
-                v.id for v in variants if v.rules is None or rules_match(v.rules, signals, request.segments, now_local)
-            ]
-            if not eligible:
+                result = learning.choose_per_slot(
+                    stats, creative.id, ids, creative.exclusions, context, campaign.objective, rng, prior=campaign.prior
+                )
+            if result.variants is None:
                 return None, 0.0
-            slots.append((slot, eligible))
-        try:
-            chosen, choice = learning.choose_combination(
-                stats, creative.id, slots, creative.exclusions, signals, self.campaign.objective, rng,
-                prior=self.campaign.prior,
-            )
-        except ValueError:
-            return None, 0.0
+            chosen = tuple((slot, vid) for (slot, *_rest), vid in zip(slots, result.variants, strict=True))
+            if trace is not None:
+                trace["slots"] = {
+                    "method": self.assembly, "context": context, "chosen": dict(chosen),
+                    "propensity": result.propensity, **(result.trace or {}),
+                }
+            return chosen, result.propensity
+        picked: list[tuple[str, str]] = []
+        picked_ids: list[str] = []
+        propensity = 1.0
+        for (slot, *_rest), options in zip(slots, eligible, strict=True):
+            if excluded and picked_ids:
+                blocked = set().union(*(excluded.get(v, set()) for v in picked_ids))
+                options = [v for v in options if v.id not in blocked]
+            if not options:
+                return None, 0.0
+            choice = bandit.uniform(len(options), rng)
+            picked.append((slot, options[choice.index].id))
+            picked_ids.append(options[choice.index].id)
+            propensity *= choice.propensity
         if trace is not None:
-            trace["slots"] = {"combination": {"chosen": dict(chosen), "propensity": choice.propensity}}
-        return chosen, choice.propensity
+            trace["slots"] = {"method": rotation, "chosen": dict(picked), "propensity": propensity}
+        return tuple(picked), propensity
+
+    def learning_context(self, request: Any, signals: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The request's values of the campaign's learning dimensions (:func:`dco.learning.learning_context`):
+        what the learner conditions on, and what the tracking token carries for the fold to count in.
+        ``signals``: ``request.signals()`` when the caller has them."""
+        dims = self.campaign.learning.dimensions
+        local = request.now.astimezone(_zone(self.campaign.timezone)) if "daypart" in dims else None
+        return learning.learning_context(request.signals() if signals is None else signals, dims, local)
 
     # ------------------------------------------------------------------------------------------- content
 
     def claims(
         self, decision: Decision, issued_at: int, kid: str = "", context: Mapping[str, str] | None = None
     ) -> TokenClaims:
-        """The tracking-token claims of a served decision (what beacons prove about it). ``context`` is
-        :func:`dco.learning.event_context` of the request: the values component counters are split by."""
+        """The tracking-token claims of a served decision (what beacons prove about it). ``context`` is the
+        request's learning context (:meth:`learning_context`): the values the fold counts its outcomes in."""
         assert decision.creative is not None and decision.arm is not None
         return TokenClaims(
             campaign=decision.campaign,
@@ -640,7 +618,7 @@ class Engine:
     ) -> Rendered:
         """Sign the tracking token and render the decision in the request's format."""
         issued_at = int(request.now.timestamp())
-        context = learning.event_context(request.signals())
+        context = self.learning_context(request)
         token = sign(self.claims(decision, issued_at, kid, context), keys, kid)
         urls = tracking_urls(base_url, token, click_prefix=request.click_prefix, cache_buster=request.cache_buster)
         content = self.ad_content(decision, urls, request.size)

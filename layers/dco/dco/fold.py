@@ -7,18 +7,17 @@ Data flow (docs/fold.md)::
         ──aggregate──> FoldBatch: per (shard, campaign, counter key) the summed Delta, plus each record's step
         ──dco.aws.counters.CounterStore.apply──> one conditional UpdateItem per distinct counter
 
-Which counters an event increments is :func:`dco.learning.counter_keys`. The kind of an event gives its delta:
-an impression adds 1 impression, a click 1 click, a conversion 1 conversion and its value.
+Which counters an event increments is :func:`dco.learning.contract.counter_keys`. The kind of an event gives its
+delta: an impression adds 1 impression, a click 1 click, a conversion 1 conversion and its value.
 
 Exactly-once needs more than the totals: when a counter turns out to hold part of a batch already (a
 redelivery), the adapter asks :meth:`CounterFold.after` for the delta of only the records past the counter's
 watermark. So each counter keeps its steps ``(sequence, delta, time bucket)`` in stream order.
 
-Time buckets live in their counter's item: the keys :func:`dco.learning.counter_keys` gives an event with a time
-(``comp:...#e<bucket>``, ``arm:...@region=<r>#e<bucket>``) are not counters of their own here but attributes
-``e<bucket>i``/``c``/``n``/``v`` of the item of the same key without the suffix, added in the same write
-(docs/storage.md). One item per counter instead of two: a batch writes 39 % fewer items. :meth:`FoldBatch.deltas`
-and :func:`counter_rows` give them back under their ``#e<bucket>`` keys, so the stats object is unchanged.
+Time buckets live in their counter's item: the learner's counter (``ctx:...``) also counts each event in its day
+(:func:`dco.learning.contract.bucket_of` of the event's ``ts``), as attributes ``e<bucket>i``/``c``/``n``/``v`` of
+its item, added in the same write (docs/storage.md). :meth:`FoldBatch.deltas` and :func:`counter_rows` give them
+back under ``<key>#e<bucket>`` keys, the rows of the stats object.
 
 Sequence numbers are decimal strings of up to 40 digits (DynamoDB Streams). DynamoDB numbers keep 38
 significant digits, so they are compared as zero-padded 40-character strings (:func:`sequence_key`), where
@@ -30,7 +29,7 @@ split of a batch into partial applications sums to exactly the clean application
 
 from __future__ import annotations
 
-import re
+
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -39,13 +38,15 @@ from itertools import repeat
 from typing import Any, NamedTuple
 
 from dco.errors import DcoError
-from dco.learning import (
+from dco.learning.contract import (
+    BUCKET_FIELDS,
+    BUCKET_S,
     BUCKET_SUFFIX,
-    DEFAULT_PARAMS,
-    arm_counter_keys,
-    cell_suffixes,
+    PREFIX_TO_SECTION,
+    STATS_VERSION,
+    bucket_attribute,
+    bucket_field,
     counter_keys,
-    variant_counter_keys,
 )
 
 __all__ = [
@@ -57,30 +58,18 @@ __all__ = [
     "PoisonRecordError",
     "aggregate",
     "parse_event",
-    "prune_buckets",
     "sequence_key",
     "counter_row",
     "counter_rows",
     "bucket_attribute",
     "bucket_field",
     "bucket_rows",
-    "cell_attribute",
-    "cell_field",
-    "cell_rows",
     "stats_updates",
 ]
 
 SEQUENCE_WIDTH = 40  # DynamoDB Streams sequence numbers: 21 to 40 decimal digits
 _ZERO = Decimal(0)
-# The bucket width counter_keys uses when none is passed (fold passes none): its own default. ``now_s`` enters
-# counter_keys only as ``now_s // bucket_s``, so records of one decision in one bucket share their keys.
-_BUCKET_S = int((counter_keys.__kwdefaults__ or {}).get("bucket_s", DEFAULT_PARAMS.bucket_s))
-
-# The fields of a time bucket kept in its counter's item: attribute ``e<bucket><letter>`` (docs/storage.md).
-BUCKET_FIELDS = ("i", "c", "n", "v")  # impressions, clicks, conversions, value
-_BUCKET_ATTRIBUTE = re.compile(r"e(\d{1,12})([icnv])")
-# A device cell kept in its host counter's item: attribute ``<cell suffix>:<letter>`` (``@device=mobile:c``).
-_CELL_ATTRIBUTE = re.compile(r"(@.+):([icnv])")
+_BUCKET_S = BUCKET_S
 _UNSET = object()  # no record seen yet
 _MAX_RUNS = 16  # bucket changes within a batch before aggregate sums steps per bucket instead
 
@@ -176,14 +165,9 @@ class EventRecord:
         return Delta(conversions=1, value=self.value)
 
     def counter_keys(self) -> list[str]:
-        """Every counter key this event increments (:func:`dco.learning.counter_keys`)."""
+        """Every counter key this event increments (:func:`dco.learning.contract.counter_keys`)."""
         return counter_keys(
-            arm=self.arm,
-            creative=self.creative,
-            variants=self.variants,
-            context=dict(self.context),
-            holdout=self.holdout,
-            now_s=self.ts,
+            arm=self.arm, creative=self.creative, variants=self.variants, context=self.context, holdout=self.holdout
         )
 
 
@@ -271,7 +255,6 @@ class Past(NamedTuple):
     buckets: dict[int, Delta]  # per time bucket (bucketed counters; empty otherwise)
     last: str  # their highest sequence key
     lowest: str  # their lowest raw sequence number
-    cells: dict[str, Delta]  # per device cell kept in this counter's item (empty for most counters)
 
 
 @dataclass(slots=True)
@@ -280,14 +263,9 @@ class CounterFold:
 
     ``steps`` are ``(sequence key, sequence, delta, time bucket)`` in stream order (ascending sequence keys;
     bucket ``None`` for an event without a time); ``total`` is their sum; ``first``/``last`` are the lowest
-    and highest sequence keys. ``bucketed`` counters (those :func:`dco.learning.counter_keys` gives
-    ``#e<bucket>`` copies) also sum their steps per time bucket: ``bucket_sums``, set by :func:`aggregate`.
-
-    ``cells`` (per-region combination counters): device cell suffix (:func:`dco.learning.cell_host`) -> its
-    steps, a subset of this counter's (the records of the decisions served on that device), in no particular
-    order (only their sums and a watermark filter are read); ``cell_sums`` their sums, set by
-    :func:`aggregate`. A cell is written as attributes of its host's item, in the host's write and under its
-    watermark (docs/storage.md), so :meth:`after` splits both at one watermark.
+    and highest sequence keys. ``bucketed`` counters (the learner's ``ctx:`` counters) also sum their steps per
+    time bucket: ``bucket_sums``, set by :func:`aggregate`; they are written as attributes of the counter's item,
+    in its write and under its watermark (docs/storage.md), so :meth:`after` splits both at one watermark.
     """
 
     shard: str
@@ -297,8 +275,6 @@ class CounterFold:
     sums: list[Any] = field(default_factory=lambda: [0, 0, 0, _ZERO])  # running total, mutable for speed
     bucketed: bool = False
     bucket_sums: dict[int, list[Any]] | None = None  # None: no time buckets in this batch
-    cells: dict[str, list[tuple[str, str, Delta, int | None]]] | None = None
-    cell_sums: dict[str, list[Any]] | None = None
 
     @property
     def total(self) -> Delta:
@@ -309,11 +285,6 @@ class CounterFold:
     def buckets(self) -> dict[int, Delta]:
         """Time bucket -> the sum of its steps (empty for a counter without time buckets)."""
         return {bucket: Delta(*sums) for bucket, sums in (self.bucket_sums or {}).items()}
-
-    @property
-    def cell_totals(self) -> dict[str, Delta]:
-        """Device cell suffix -> the sum of its steps (empty for a counter that hosts no cells)."""
-        return {suffix: Delta(*sums) for suffix, sums in (self.cell_sums or {}).items()}
 
     @property
     def pk(self) -> str:
@@ -347,12 +318,7 @@ class CounterFold:
                     lowest = raw
         if lowest is None:
             return None
-        cells: dict[str, Delta] = {}
-        for suffix, steps in (self.cells or {}).items():
-            for key, _, delta, _ in steps:
-                if key > watermark:
-                    cells[suffix] = cells.get(suffix, Delta()) + delta
-        return Past(total, buckets, last, lowest, cells)
+        return Past(total, buckets, last, lowest)
 
 
 @dataclass
@@ -371,16 +337,13 @@ class FoldBatch:
 
     def deltas(self) -> dict[tuple[str, str], Delta]:
         """Totals per ``(campaign, counter key)``, all shards together (what one clean application adds), time
-        buckets under their :func:`dco.learning.counter_keys` keys (``<key>#e<bucket>``)."""
+        buckets under ``<key>#e<bucket>`` keys (the stats object's rows)."""
         out: dict[tuple[str, str], Delta] = {}
         for fold in self.counters.values():
             key = (fold.campaign, fold.key)
             out[key] = out.get(key, Delta()) + fold.total
             for bucket, delta in fold.buckets.items():
                 key = (fold.campaign, f"{fold.key}{BUCKET_SUFFIX}{bucket}")
-                out[key] = out.get(key, Delta()) + delta
-            for suffix, delta in fold.cell_totals.items():
-                key = (fold.campaign, fold.key + suffix)
                 out[key] = out.get(key, Delta()) + delta
         return out
 
@@ -399,9 +362,8 @@ def aggregate(records: Iterable[EventRecord]) -> FoldBatch:
     Delta(impressions=2, clicks=1, conversions=0, value=Decimal('0'))
 
     How it stays fast (docs/performance.md, "fold"): records of one decision (same shard, campaign, arm,
-    creative, variants, context and holdout) have the same counters, so the batch resolves them once per
-    distinct decision, and a decision's counters come in segments (:func:`decision_segments`: its arm's, then
-    one per variant) that many decisions share: a variant's segment is resolved to step lists once per batch.
+    creative, variants, context and holdout) have the same counters (:func:`decision_segment`), so the batch
+    resolves them to step lists once per distinct decision.
     Per record that leaves one lookup and one append per counter; the counts come from the step lists' lengths
     at the end, with a second pass over the few clicks and conversions. Time buckets cost nothing per record:
     events come in time order, so a batch changes bucket at most at midnight, and each change notes the step
@@ -410,17 +372,14 @@ def aggregate(records: Iterable[EventRecord]) -> FoldBatch:
     """
     batch = FoldBatch()
     last = batch.last_sequence
-    # Per (shard, campaign): counter key -> its steps in stream order, and a variant segment -> its step lists.
-    # ``born`` lists every counter as it is first met (the order of batch.counters, which CounterStore.apply
-    # walks).
-    scopes: dict[tuple[str, str], tuple[dict[str, list[Any]], dict[int, list[Any]]]] = {}
+    # Per (shard, campaign): counter key -> its steps in stream order. ``born`` lists every counter as it is first
+    # met (the order of batch.counters, which CounterStore.apply walks).
+    scopes: dict[tuple[str, str], dict[str, list[Any]]] = {}
     born: list[CounterFold] = []
-    # a decision (shard, campaign, arm, creative, variants, context, holdout) -> its counter key segments and
-    # the step lists of their keys, resolved at its first record
-    resolved: dict[tuple[Any, ...], tuple[tuple[Segment, ...], list[Any]]] = {}
-    others: list[tuple[str, str, tuple[Segment, ...], int, Decimal]] = []  # clicks and conversions
-    # device cells: (shard, campaign, host key, suffix, the steps of one decision), one per decision and cell
-    cell_parts: list[tuple[str, str, str, str, list[Any]]] = []
+    # a decision (shard, campaign, arm, creative, variants, context, holdout) -> its counter keys and their step
+    # lists, resolved at its first record
+    resolved: dict[tuple[Any, ...], tuple[Segment, list[Any]]] = {}
+    others: list[tuple[str, str, Segment, int, Decimal, Any]] = []  # clicks and conversions
     events = 0
     created_at = 0
     # Time buckets in runs: records in stream order change bucket rarely (at midnight), so at each change the
@@ -466,21 +425,9 @@ def aggregate(records: Iterable[EventRecord]) -> FoldBatch:
             campaign = record.campaign
             scope = scopes.get((shard, campaign))
             if scope is None:
-                scope = scopes[(shard, campaign)] = ({}, {})
-            segments = decision_segments(*decision[2:])
-            lists = _step_lists(segments[0], scope[0], born, shard, campaign)
-            for host, suffix in segments[0].cells:  # a cell's steps: the decision's own list, merged at the end
-                mine: list[Any] = []
-                lists.append(mine)
-                cell_parts.append((shard, campaign, host, suffix, mine))
-            shared = scope[1]
-            for segment in segments[1:]:
-                # by identity: segments are memoized objects, and ``resolved`` keeps each one alive for the batch
-                part = shared.get(id(segment))
-                if part is None:
-                    part = shared[id(segment)] = _step_lists(segment, scope[0], born, shard, campaign)
-                lists += part
-            found = resolved[decision] = (segments, lists)
+                scope = scopes[(shard, campaign)] = {}
+            segment = decision_segment(*decision[2:])
+            found = resolved[decision] = (segment, _step_lists(segment, scope, born, shard, campaign))
         # one append per counter, looped in C (a Python loop here was a sixth of the time)
         _drain(map(_append, found[1], repeat((seq_key, record.sequence, delta, bucket))))
         if delta is not _IMPRESSION:
@@ -505,61 +452,28 @@ def aggregate(records: Iterable[EventRecord]) -> FoldBatch:
             counters[(fold.shard, fold.campaign, fold.key)] = fold
             if fold.bucketed and runs:
                 fold.bucket_sums = _run_counts(runs, index, bucket, len(fold.steps))
-    for shard, campaign, segments, index, value, at in others:
-        for segment in segments:
-            for key, bucketed in zip(segment.keys, segment.bucketed, strict=True):
-                fold = counters[(shard, campaign, key)]
-                sums = fold.sums
-                sums[0] -= 1  # counted as an impression above
+    for shard, campaign, segment, index, value, at in others:
+        for key, bucketed in zip(segment.keys, segment.bucketed, strict=True):
+            fold = counters[(shard, campaign, key)]
+            sums = fold.sums
+            sums[0] -= 1  # counted as an impression above
+            sums[index] += 1
+            if value:
+                sums[3] += value
+            if bucketed and at is not None and runs is not None:
+                sums = fold.bucket_sums[at]  # type: ignore[index]
+                sums[0] -= 1
                 sums[index] += 1
                 if value:
                     sums[3] += value
-                if bucketed and at is not None and runs is not None:
-                    sums = fold.bucket_sums[at]  # type: ignore[index]
-                    sums[0] -= 1
-                    sums[index] += 1
-                    if value:
-                        sums[3] += value
     if runs is None:
         for fold in born:
             if fold.bucketed:
                 fold.bucket_sums = _sum_by_bucket(fold.steps)
-    if cell_parts:
-        _merge_cells(counters, cell_parts)
     batch.events += events
     if created_at > batch.created_at:
         batch.created_at = created_at
     return batch
-
-
-def _merge_cells(
-    counters: dict[tuple[str, str, str], CounterFold], parts: list[tuple[str, str, str, str, list[Any]]]
-) -> None:
-    """Hand each decision's device-cell steps to its host counter (``cells``), and sum them (``cell_sums``)."""
-    hosts = []
-    for shard, campaign, host, suffix, steps in parts:
-        fold = counters[(shard, campaign, host)]
-        cells = fold.cells
-        if cells is None:
-            fold.cells = {suffix: steps}
-            hosts.append(fold)
-        else:
-            found = cells.get(suffix)
-            if found is None:
-                cells[suffix] = steps
-            else:
-                found += steps
-    impression = _IMPRESSION
-    for fold in hosts:
-        fold.cell_sums = out = {}
-        for suffix, steps in fold.cells.items():  # type: ignore[union-attr]
-            sums = out[suffix] = [len(steps), 0, 0, _ZERO]
-            for _, _, delta, _ in steps:
-                if delta is not impression:
-                    sums[0] += delta.impressions - 1
-                    sums[1] += delta.clicks
-                    sums[2] += delta.conversions
-                    sums[3] += delta.value
 
 
 def _run_counts(runs: list[tuple[Any, list[int]]], index: int, bucket: Any, length: int) -> dict[int, list[Any]]:
@@ -597,14 +511,10 @@ def _sum_by_bucket(steps: list[tuple[str, str, Delta, int | None]]) -> dict[int,
 
 
 class Segment(NamedTuple):
-    """Counter keys that go together (a decision's arm counters, or one variant's component counters), which
-    of them have time buckets (:func:`dco.learning.counter_keys` gives them ``#e<bucket>`` copies), and the
-    device cells kept in their items: ``(host key, cell suffix)`` (:func:`dco.learning.cell_host`; the cell's
-    own key, host key + suffix, is not in ``keys``)."""
+    """The counter keys of one decision and which of them have time buckets (the learner's ``ctx:`` counter)."""
 
     keys: tuple[str, ...]
     bucketed: tuple[bool, ...]
-    cells: tuple[tuple[str, str], ...]
 
 
 def _step_lists(
@@ -625,100 +535,48 @@ def _step_lists(
     return lists
 
 
-# Counter key segments per decision and per variant, kept across batches: a warm fold function sees the same
-# decisions and variants again and again, and building ~12 key strings per decision was a third of its time.
-# Bounded: each map is emptied when it reaches KEY_MEMO_SIZE entries (docs/performance.md, "fold").
+# Counter keys per decision, kept across batches: a warm fold function sees the same decisions again and again.
+# Bounded: emptied when it reaches KEY_MEMO_SIZE entries (docs/performance.md, "fold").
 KEY_MEMO_SIZE = 1 << 16
-_decision_segments: dict[tuple[Any, ...], tuple[Segment, ...]] = {}
-_variant_segments: dict[tuple[Any, ...], Segment] = {}
+_decision_segments: dict[tuple[Any, ...], Segment] = {}
 
 
 def clear_key_memo() -> None:
     """Forget the memoized counter keys (benchmarks call it to measure a cold fold)."""
     _decision_segments.clear()
-    _variant_segments.clear()
 
 
-def _flags(fixed: int, count: int) -> tuple[bool, ...]:
-    """``fixed`` keys without time buckets, then ``count - fixed`` with (shared tuples)."""
-    flags = _FLAGS.get((fixed, count))
-    if flags is None:
-        flags = _FLAGS[(fixed, count)] = (False,) * fixed + (True,) * (count - fixed)
-    return flags
-
-
-_FLAGS: dict[tuple[int, int], tuple[bool, ...]] = {}
-
-
-def _arm_segment(arm: str, creative: str, dims: tuple[tuple[str, str], ...], holdout: bool) -> Segment:
-    """:func:`dco.learning.arm_counter_keys` as a :class:`Segment`: its first keys (arm, creative, split) have no
-    time buckets, the per-region combination counters after them do, and the device cells that follow each of
-    those are not keys of their own but ``(host, suffix)`` (they live in the host's item). test_fold_parts pins
-    this to counter_keys."""
-    keys = tuple(arm_counter_keys(arm, creative, dims, holdout, None, with_cells=False))
-    fixed = 3 if arm != creative else 2
-    cells: tuple[tuple[str, str], ...] = ()
-    if len(keys) > fixed:  # steered: each per-region key hosts the decision's cells
-        suffixes = cell_suffixes(dims)
-        if suffixes:
-            cells = tuple([(key, suffix) for key in keys[fixed:] for suffix in suffixes])
-    return tuple.__new__(Segment, (keys, _flags(fixed, len(keys)), cells))  # no Python __new__
-
-
-def _variant_segment(creative: str, item: str, dims: tuple[tuple[str, str], ...]) -> Segment:
-    """:func:`dco.learning.variant_counter_keys` as a :class:`Segment`: every component key has time buckets."""
-    keys = tuple(variant_counter_keys(creative, item, dims, None))
-    return tuple.__new__(Segment, (keys, _flags(0, len(keys)), ()))
-
-
-def decision_segments(
+def decision_segment(
     arm: str,
     creative: str,
     variants: tuple[str, ...],
     context: tuple[tuple[str, str], ...],
     holdout: bool,
-) -> tuple[Segment, ...]:
-    """The counters of one decision, in segments: :func:`dco.learning.arm_counter_keys`, then
-    :func:`dco.learning.variant_counter_keys` per variant (one :class:`Segment` object per distinct variant and
-    context, shared by the decisions that served it). Chained, their keys, each followed by the device cells
-    it hosts, are exactly :func:`dco.learning.counter_keys` without a time (same keys, same order); a key
-    flagged ``bucketed`` is one that counter_keys with a time follows by its ``#e<bucket>`` copy (before its
-    cells). Memoized. ``context`` is the
-    event's ``(dimension, value)`` pairs.
+) -> Segment:
+    """The counters of one decision (:func:`dco.learning.contract.counter_keys`, same keys, same order), the
+    ``ctx:`` one flagged ``bucketed``. Memoized. ``context`` is the event's ``(dimension, value)`` pairs.
 
-    >>> decision_segments("cr|h1", "cr", ("headline=h1",), (("region", "pnw"),), False)
+    >>> decision_segment("cr|h1", "cr", ("headline=h1",), (("region", "pnw"),), False)
     ... # doctest: +NORMALIZE_WHITESPACE
-    (Segment(keys=('arm:cr|h1', 'arm:cr', 'split:optimized', 'arm:cr|h1@region=pnw'),
-             bucketed=(False, False, False, True), cells=()),
-     Segment(keys=('comp:cr|headline=h1', 'comp:cr|headline=h1@region=pnw'), bucketed=(True, True), cells=()))
+    Segment(keys=('arm:cr|h1', 'arm:cr', 'split:optimized', 'ctx:cr|h1@region=pnw'),
+            bucketed=(False, False, False, True))
     """
     memo_key = (arm, creative, variants, context, holdout)
-    segments = _decision_segments.get(memo_key)
-    if segments is not None:
-        return segments
-    dims = tuple(sorted(context))  # counter_keys' order (a hand-built record may not sort its context)
-    built = [_arm_segment(arm, creative, dims, holdout)]
-    if not holdout:
-        for item in variants:
-            part_key = (creative, item, dims)
-            part = _variant_segments.get(part_key)
-            if part is None:
-                part = _variant_segment(creative, item, dims)
-                if len(_variant_segments) >= KEY_MEMO_SIZE:
-                    _variant_segments.clear()
-                _variant_segments[part_key] = part
-            built.append(part)
-    segments = tuple(built)
+    segment = _decision_segments.get(memo_key)
+    if segment is not None:
+        return segment
+    keys = tuple(counter_keys(arm=arm, creative=creative, variants=variants, context=context, holdout=holdout))
+    segment = Segment(keys, tuple(key.startswith("ctx:") for key in keys))
     if len(_decision_segments) >= KEY_MEMO_SIZE:
         _decision_segments.clear()
-    _decision_segments[memo_key] = segments
-    return segments
+    _decision_segments[memo_key] = segment
+    return segment
 
 
 # ------------------------------------------------------------------------------------- counters -> stats rows
 
 # Counter key prefix -> section of the stats object (dco.stats); other prefixes are not published.
-_PREFIX_TO_SECTION: dict[str, str] = {"arm:": "arms", "comp:": "components", "split:": "splits"}
+_PREFIX_TO_SECTION: dict[str, str] = PREFIX_TO_SECTION
 
 
 def _count(image: Mapping[str, Any], name: str) -> int:
@@ -764,14 +622,13 @@ def counter_row(image: Mapping[str, Any]) -> tuple[str, str, str, list[Any]] | N
 
 def counter_rows(image: Mapping[str, Any]) -> list[tuple[str, str, str, list[Any]]]:
     """Every stats row a Counters item image carries: :func:`counter_row`, then one ``<key>#e<bucket>`` row per
-    time bucket kept in the item (:func:`bucket_rows`), oldest bucket first, then one ``<key>@<dim>=<value>``
-    row per device cell kept in it (:func:`cell_rows`). Empty for counters the stats object does not carry;
-    :class:`PoisonRecordError` for a malformed item.
+    time bucket kept in the item (:func:`bucket_rows`), oldest bucket first. Empty for counters the stats object
+    does not carry; :class:`PoisonRecordError` for a malformed item.
 
-    >>> counter_rows({"pk": "c1#comp:cr|h=1", "impressions": 5, "e20001i": 3, "e20001c": 1, "e20002i": 2})
+    >>> counter_rows({"pk": "c1#ctx:cr|h1@region=x", "impressions": 5, "e20001i": 3, "e20001c": 1, "e20002i": 2})
     ... # doctest: +NORMALIZE_WHITESPACE
-    [('c1', 'components', 'cr|h=1', [5, 0, 0, 0.0]), ('c1', 'components', 'cr|h=1#e20001', [3, 1, 0, 0.0]),
-     ('c1', 'components', 'cr|h=1#e20002', [2, 0, 0, 0.0])]
+    [('c1', 'contexts', 'cr|h1@region=x', [5, 0, 0, 0.0]), ('c1', 'contexts', 'cr|h1@region=x#e20001', [3, 1, 0, 0.0]),
+     ('c1', 'contexts', 'cr|h1@region=x#e20002', [2, 0, 0, 0.0])]
     """
     row = counter_row(image)
     if row is None:
@@ -780,51 +637,7 @@ def counter_rows(image: Mapping[str, Any]) -> list[tuple[str, str, str, list[Any
     out = [row]
     for bucket, sums in sorted(bucket_rows(image).items()):
         out.append((campaign, section, f"{key}{BUCKET_SUFFIX}{bucket}", [*sums[:3], float(sums[3])]))
-    for suffix, sums in sorted(cell_rows(image).items()):
-        out.append((campaign, section, key + suffix, [*sums[:3], float(sums[3])]))
     return out
-
-
-def cell_attribute(suffix: str, index: int) -> str:
-    """The item attribute of field ``index`` (0 impressions, 1 clicks, 2 conversions, 3 value) of a device cell
-    kept in its host's item (``suffix`` as :func:`dco.learning.cell_host` gives it).
-
-    >>> cell_attribute("@device=mobile", 1)
-    '@device=mobile:c'
-    """
-    return f"{suffix}:{BUCKET_FIELDS[index]}"
-
-
-def cell_field(name: str) -> tuple[str, int] | None:
-    """``(cell suffix, field index)`` of a device-cell attribute name (:func:`cell_attribute`), None for any other.
-
-    >>> cell_field("@device=mobile:c"), cell_field("clicks"), cell_field("@device=mobile")
-    (('@device=mobile', 1), None, None)
-    """
-    if name[:1] != "@":
-        return None
-    match = _CELL_ATTRIBUTE.fullmatch(name)
-    return None if match is None else (match.group(1), BUCKET_FIELDS.index(match.group(2)))
-
-
-def cell_rows(image: Mapping[str, Any]) -> dict[str, list[Any]]:
-    """Device cell suffix -> ``[impressions, clicks, conversions, value]`` (value a ``Decimal``) from a Counters
-    item's ``<suffix>:<i|c|n|v>`` attributes (a field not stored is 0). :class:`PoisonRecordError` names a
-    malformed one.
-
-    >>> cell_rows({"pk": "c#arm:a@region=pnw", "impressions": 9, "@device=mobile:i": 4, "@device=mobile:c": 1})
-    {'@device=mobile': [4, 1, 0, Decimal('0')]}
-    """
-    return _sub_rows(image, cell_field)
-
-
-def bucket_attribute(bucket: int, index: int) -> str:
-    """The item attribute of field ``index`` (0 impressions, 1 clicks, 2 conversions, 3 value) of a time bucket.
-
-    >>> bucket_attribute(20001, 1)
-    'e20001c'
-    """
-    return f"e{bucket}{BUCKET_FIELDS[index]}"
 
 
 def bucket_rows(image: Mapping[str, Any]) -> dict[int, list[Any]]:
@@ -832,7 +645,7 @@ def bucket_rows(image: Mapping[str, Any]) -> dict[int, list[Any]]:
     ``e<bucket><i|c|n|v>`` attributes (a field not stored is 0). :class:`PoisonRecordError` names a malformed
     one.
 
-    >>> bucket_rows({"pk": "c#comp:x", "impressions": 9, "e7i": Decimal(4), "e7n": 1, "e7v": Decimal("2.5")})
+    >>> bucket_rows({"pk": "c#ctx:x|a", "impressions": 9, "e7i": Decimal(4), "e7n": 1, "e7v": Decimal("2.5")})
     {7: [4, 0, 1, Decimal('2.5')]}
     """
     return _sub_rows(image, bucket_field)
@@ -840,7 +653,7 @@ def bucket_rows(image: Mapping[str, Any]) -> dict[int, list[Any]]:
 
 def _sub_rows(image: Mapping[str, Any], parse: Any) -> dict[Any, list[Any]]:
     """Sub-counter -> ``[impressions, clicks, conversions, value]`` from the attributes ``parse`` names
-    (``(sub-counter, field index)`` or None): :func:`bucket_rows`, :func:`cell_rows`."""
+    (``(sub-counter, field index)`` or None): :func:`bucket_rows`."""
     out: dict[Any, list[Any]] = {}
     for name in image:
         found = parse(name)
@@ -854,18 +667,6 @@ def _sub_rows(image: Mapping[str, Any], parse: Any) -> dict[Any, list[Any]]:
     return out
 
 
-def bucket_field(name: str) -> tuple[int, int] | None:
-    """``(bucket, field index)`` of a time-bucket attribute name (:func:`bucket_attribute`), None for any other.
-
-    >>> bucket_field("e20001c"), bucket_field("impressions"), bucket_field("e12")
-    ((20001, 1), None, None)
-    """
-    if name[:1] != "e":
-        return None
-    match = _BUCKET_ATTRIBUTE.fullmatch(name)
-    return None if match is None else (int(match.group(1)), BUCKET_FIELDS.index(match.group(2)))
-
-
 def stats_updates(rows: Iterable[tuple[str, str, str, list[Any]]], *, now: int) -> dict[str, dict[str, Any]]:
     """Per campaign, a stats object (dco.stats shape) holding the given absolute rows, maxed per key.
 
@@ -877,33 +678,9 @@ def stats_updates(rows: Iterable[tuple[str, str, str, list[Any]]], *, now: int) 
         obj = out.get(campaign)
         if obj is None:
             obj = out[campaign] = {
-                "version": 1, "campaign": campaign, "updated_at": int(now),
-                "arms": {}, "components": {}, "splits": {},
+                "version": STATS_VERSION, "campaign": campaign, "updated_at": int(now),
+                "arms": {}, "splits": {}, "contexts": {},
             }
         seen = obj[section].get(key)
         obj[section][key] = row if seen is None else [max(a, b) for a, b in zip(seen, row, strict=True)]
     return out
-
-
-def prune_buckets(obj: dict[str, Any], keep: int = DEFAULT_PARAMS.buckets) -> dict[str, Any]:
-    """Drop time-bucketed rows (``...#e<bucket>``, components and combinations) older than the newest ``keep``
-    buckets of their section.
-
-    The newest bucket is the highest one in the section, so pruning after every :func:`dco.stats.merge_max`
-    keeps the merge order-free and idempotent (a bucket once out of the window stays out). The combinations'
-    short memory reads fewer buckets than ``keep`` (``LearningParams.arm_buckets``). Returns ``obj``.
-    """
-    for section in ("components", "arms"):
-        rows = obj.get(section) or {}
-        buckets: dict[str, int] = {}
-        for key in rows:
-            head, sep, tail = key.rpartition(BUCKET_SUFFIX)
-            # combination rows are bucketed per context value only (``<arm>@region=<r>#e<b>``)
-            if sep and head and tail.isdigit() and (section == "components" or "@" in head):
-                buckets[key] = int(tail)
-        if buckets:
-            newest = max(buckets.values())
-            for key, bucket in buckets.items():
-                if bucket <= newest - keep:
-                    del rows[key]
-    return obj

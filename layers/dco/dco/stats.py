@@ -1,11 +1,13 @@
-"""Arm statistics: the input of Thompson sampling.
+"""Arm statistics and the learner's model: the input of Thompson sampling.
 
-publish-stats writes one stats object per campaign (msgpack or JSON, decoded to plain dicts)::
+publish-stats writes one stats object per campaign (msgpack or JSON, decoded to plain dicts); its shape and
+version are declared in :mod:`dco.learning.contract`::
 
-    {"version": 1, "campaign": "c1", "updated_at": 1700000000,
+    {"version": 2, "campaign": "c1", "updated_at": 1700000000,
      "arms": {"<arm key>": [impressions, clicks, conversions, value], ...},
-     "components": {"<component key>": [impressions, clicks, conversions, value], ...},
-     "splits": {"holdout": [...], "optimized": [...]}}      # optional: lift totals
+     "splits": {"holdout": [...], "optimized": [...]},                  # lift totals
+     "contexts": {"<combination>@<dim>=<value>...": [...], "...#e<bucket>": [...]},   # the learner's counters
+     "models": {"<creative>": {"click": <model>, ...}}}                   # dco.learning.model, fitted on publish
 
 :meth:`StatsTable.from_object` validates it (a ``ValueError`` names the bad key; :meth:`StatsTable.from_trusted`
 skips that for an object the process built itself, as ``dco simulate`` does) and lays the counts out as
@@ -16,6 +18,8 @@ read: counters are eventually consistent and a click may be folded before its im
 
 Counts are absolute and only grow, so two stats objects merge by element-wise maximum (:func:`merge_max`):
 idempotent, commutative and associative, which lets publish-stats merge in any order and any number of times.
+``models`` are derived from the counts (publish-stats refits them after the merge); a merge keeps the newer.
+Version 1 objects (``components``, before the learner of docs/learning.md) are read: their arms and splits.
 """
 
 from __future__ import annotations
@@ -27,10 +31,11 @@ from typing import Any
 
 from dco._accel import np
 from dco.bandit import bounds
+from dco.learning.contract import READ_VERSIONS, STATS_VERSION
+from dco.learning.model import validate_models
 
 __all__ = ["ArmStats", "StatsTable", "merge_max", "validate_stats", "STATS_VERSION", "OBJECTIVES"]
 
-STATS_VERSION = 1
 OBJECTIVES = ("click", "conversion")
 _FIELDS = ("impressions", "clicks", "conversions", "value")
 
@@ -109,8 +114,8 @@ def validate_stats(obj: Any) -> dict[str, Any]:
     if not isinstance(obj, Mapping):
         raise ValueError(f"stats object must be a mapping, got {type(obj).__name__}")
     version = obj.get("version", STATS_VERSION)
-    if version != STATS_VERSION:
-        raise ValueError(f"stats version {version!r} is not supported (expected {STATS_VERSION})")
+    if version not in READ_VERSIONS:
+        raise ValueError(f"stats version {version!r} is not supported (expected one of {READ_VERSIONS})")
     campaign = obj.get("campaign")
     if campaign is not None and not isinstance(campaign, str):
         raise ValueError(f"stats campaign must be a string, got {campaign!r}")
@@ -118,16 +123,21 @@ def validate_stats(obj: Any) -> dict[str, Any]:
     if not isinstance(updated_at, int) or isinstance(updated_at, bool) or updated_at < 0:
         raise ValueError(f"stats updated_at must be a non-negative int, got {updated_at!r}")
     out: dict[str, Any] = {"version": STATS_VERSION, "campaign": campaign, "updated_at": updated_at}
-    for section in ("arms", "components"):
+    sections = ("arms", "contexts") if version == STATS_VERSION else ("arms",)
+    for section in sections:
         rows = obj.get(section, {})
         if not isinstance(rows, Mapping):
             raise ValueError(f"stats {section} must be a mapping, got {type(rows).__name__}")
         out[section] = _checked_rows(section, rows)
+    if version != STATS_VERSION:  # version 1: per-region arm rows and components belong to the old learner
+        out["arms"] = {k: v for k, v in out["arms"].items() if "@" not in k}
+        out["contexts"] = {}
     if "splits" in obj:  # optional: holdout/optimized totals for lift (written by publish-stats)
         rows = obj["splits"]
         if not isinstance(rows, Mapping):
             raise ValueError(f"stats splits must be a mapping, got {type(rows).__name__}")
         out["splits"] = {key: _check_counters("splits", key, row) for key, row in rows.items()}
+    out["models"] = validate_models(obj.get("models", {})) if version == STATS_VERSION else {}
     return out
 
 
@@ -137,14 +147,16 @@ def _trusted(obj: Mapping[str, Any]) -> Mapping[str, Any]:
         "campaign": obj.get("campaign"),
         "updated_at": obj.get("updated_at", 0),
         "arms": obj.get("arms", {}),
-        "components": obj.get("components", {}),
+        "contexts": obj.get("contexts", {}),
+        "models": obj.get("models", {}),
     }
 
 
 class StatsTable:
     """In-memory, read-only arm statistics with fast gathers for the bandit."""
 
-    __slots__ = ("campaign", "updated_at", "_keys", "_index", "_rows", "_components", "_cols", "_bounds", "memo")
+    __slots__ = ("campaign", "updated_at", "_keys", "_index", "_rows", "_contexts", "_models", "_cols", "_bounds",
+                 "memo")
 
     def __init__(self, obj: Mapping[str, Any], *, trusted: bool = False) -> None:
         """``obj`` is validated (:func:`validate_stats`) unless ``trusted`` (see :meth:`from_trusted`)."""
@@ -155,7 +167,8 @@ class StatsTable:
         self._keys: list[str] = list(arms)
         self._index: dict[str, int] = {k: i for i, k in enumerate(self._keys)}
         self._rows = arms
-        self._components: dict[str, list[Any]] = norm["components"]
+        self._contexts: dict[str, list[Any]] = norm["contexts"]
+        self._models: dict[str, dict[str, Any]] = norm["models"]
         cols: dict[str, Any]
         if np is not None:
             n = len(arms)
@@ -175,7 +188,7 @@ class StatsTable:
             cols = {"trials": impressions, "click": clicks, "conversion": conversions}
         self._cols = cols
         self._bounds: dict[tuple[str, float, float], tuple[Any, Any]] = {}
-        # Derived data other modules compute once per table (dco.learning's discounted counts and draw tables).
+        # Derived data other modules compute once per table (dco.learning's model views and decision tables).
         self.memo: dict[Any, Any] = {}
 
     @classmethod
@@ -195,7 +208,7 @@ class StatsTable:
     @classmethod
     def empty(cls, campaign: str | None = None) -> StatsTable:
         """No statistics yet: every arm reads 0/0."""
-        return cls({"version": STATS_VERSION, "campaign": campaign, "arms": {}, "components": {}})
+        return cls({"version": STATS_VERSION, "campaign": campaign, "arms": {}, "contexts": {}, "models": {}})
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -212,14 +225,14 @@ class StatsTable:
         row = self._rows.get(arm_key)
         return _ZERO if row is None else ArmStats(int(row[0]), int(row[1]), int(row[2]), row[3])
 
-    def component(self, key: str) -> ArmStats:
-        """The counters of one component variant; zeros when unknown."""
-        row = self._components.get(key)
-        return _ZERO if row is None else ArmStats(int(row[0]), int(row[1]), int(row[2]), row[3])
+    def context_rows(self) -> Mapping[str, list[Any]]:
+        """The learner's counters (``contexts`` section: absolute and ``#e<bucket>`` rows; read-only by convention)."""
+        return self._contexts
 
-    def component_rows(self) -> Mapping[str, list[Any]]:
-        """Every component row, ``key -> [impressions, clicks, conversions, value]`` (read-only by convention)."""
-        return self._components
+    def model(self, creative: str, objective: str) -> Mapping[str, Any] | None:
+        """The published model of ``creative`` for ``objective`` (dco.learning.model), None before the first."""
+        found = self._models.get(creative)
+        return None if found is None else found.get(objective)
 
     def indices(self, arm_keys: Sequence[str]) -> Any:
         """Row numbers of ``arm_keys`` (unknown arms map to a zero row); reusable with :meth:`counts_at`."""
@@ -286,7 +299,8 @@ def _max_rows(a: Mapping[str, list[Any]], b: Mapping[str, list[Any]]) -> dict[st
 def merge_max(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
     """Merge two stats objects of one campaign by element-wise maximum of the absolute counters.
 
-    Idempotent (``merge_max(a, a) == a``), commutative and associative, so replays and reordering are harmless.
+    Idempotent (``merge_max(a, a) == a``), commutative and associative on the counts, so replays and reordering are
+    harmless; ``models`` keep the later fit.
     Both objects are validated; different campaigns raise ``ValueError``. A missing campaign takes the other's.
     """
     na, nb = validate_stats(a), validate_stats(b)
@@ -298,8 +312,25 @@ def merge_max(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
         "campaign": ca if ca is not None else cb,
         "updated_at": max(na["updated_at"], nb["updated_at"]),
         "arms": _max_rows(na["arms"], nb["arms"]),
-        "components": _max_rows(na["components"], nb["components"]),
+        "contexts": _max_rows(na["contexts"], nb["contexts"]),
+        "models": _newer_models(na["models"], nb["models"]),
     }
     if "splits" in na or "splits" in nb:
         out["splits"] = _max_rows(na.get("splits", {}), nb.get("splits", {}))
+    return out
+
+
+def _newer_models(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
+    """Per creative and objective, the model fitted later (ties: ``b``'s)."""
+    out: dict[str, Any] = {}
+    for creative in sorted(set(a) | set(b)):
+        ma, mb = a.get(creative, {}), b.get(creative, {})
+        merged = {}
+        for objective in sorted(set(ma) | set(mb)):
+            x, y = ma.get(objective), mb.get(objective)
+            if x is None or (y is not None and y.get("fitted_at", 0) >= x.get("fitted_at", 0)):
+                merged[objective] = y
+            else:
+                merged[objective] = x
+        out[creative] = merged
     return out

@@ -2,13 +2,12 @@
 
 One item per counter (``pk`` = ``<campaign>#<counter key>``, docs/storage.md) holding ``impressions``,
 ``clicks``, ``conversions``, ``value``, the same per time bucket for the bucketed counters (``e<bucket>i``,
-``e<bucket>c``, ``e<bucket>n``, ``e<bucket>v``: :func:`dco.fold.bucket_attribute`; only the newest
+``e<bucket>c``, ``e<bucket>n``, ``e<bucket>v``: :func:`dco.learning.contract.bucket_attribute`; only the newest
 ``LearningParams.buckets`` are kept) and, per stream shard, a watermark ``seq_<shard>`` = the highest sequence
 number of that shard already added to this item, stored as ``"<40-digit zero-padded sequence>@<unix seconds>"``
 (a string: sequence numbers have up to 40 digits, DynamoDB numbers only 38 significant ones; zero padding makes
 string order numeric order; the time lets stale watermarks of closed shards be pruned). A per-region combination
-counter also keeps its device cells (``@device=<d>:i`` and so on: :func:`dco.fold.cell_attribute`). The watermark
-covers the item's time buckets and cells too: they are added in the same write.
+The watermark covers the item's time buckets too: they are added in the same write.
 
 Per counter of a batch (docs/fold.md has the proof sketch):
 
@@ -34,7 +33,6 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
-from itertools import chain
 from threading import Lock
 from typing import Any
 
@@ -43,18 +41,14 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from dco.fold import (
-    BUCKET_FIELDS,
     CounterFold,
     Delta,
     EventRecord,
     FoldBatch,
     PoisonRecordError,
-    bucket_attribute,
-    bucket_field,
-    cell_attribute,
     parse_event,
 )
-from dco.learning import DEFAULT_PARAMS
+from dco.learning.contract import BUCKET_FIELDS, KEEP_BUCKETS, bucket_attribute, bucket_field
 
 __all__ = ["ApplyResult", "CounterStore", "decode_stream", "default_client", "shard_of", "WATERMARK_PREFIX"]
 
@@ -64,9 +58,6 @@ WATERMARK_PREFIX = "seq_"
 # A watermark whose last record is this much older than the batch belongs to a shard that can never deliver
 # again (streams keep records 24 hours; the mapping drops records after MaximumRecordAgeInSeconds): pruned.
 PRUNE_AFTER_SECONDS = 48 * 3600
-# Time buckets an item keeps: those older than its newest bucket minus this are removed (what the stats object
-# keeps, dco.fold.prune_buckets).
-KEEP_BUCKETS = DEFAULT_PARAMS.buckets
 THROTTLING_CODES = frozenset(
     {
         "ProvisionedThroughputExceededException",
@@ -252,7 +243,6 @@ class CounterStore:
             fold,
             fold.total,
             fold.buckets,
-            fold.cell_totals,
             _watermark_value(fold.last, created_at),
             "attribute_not_exists(#w) OR #w < :first",
             {":first": {"S": fold.first}},
@@ -270,15 +260,14 @@ class CounterStore:
             if past is None:
                 stats.skipped += 1
                 return
-            delta, buckets, last, _lowest, cells = past
+            delta, buckets, last, _lowest = past
             if current is None:
                 condition, values = "attribute_not_exists(#w)", {}
             else:
                 condition, values = "#w = :old", {":old": {"S": current}}
             stats.conflicts += 1
             old = self._update(
-                fold, delta, buckets, cells, _watermark_value(last, created_at), condition, values, name, created_at,
-                stats,
+                fold, delta, buckets, _watermark_value(last, created_at), condition, values, name, created_at, stats,
             )
         if old is _APPLIED:
             stats.applied += 1
@@ -290,7 +279,6 @@ class CounterStore:
         fold: CounterFold,
         delta: Delta,
         buckets: Mapping[int, Delta],
-        cells: Mapping[str, Delta],
         watermark: str,
         condition: str,
         values: dict[str, Any],
@@ -300,9 +288,8 @@ class CounterStore:
     ) -> Any:
         """One conditional UpdateItem with throttling retries: ``_APPLIED`` or the item that failed the condition.
 
-        Adds ``delta`` to the all-time counts, each of ``buckets`` to its time bucket's attributes and each of
-        ``cells`` to its device cell's attributes (the fields that are not zero), in the same write as the
-        watermark."""
+        Adds ``delta`` to the all-time counts and each of ``buckets`` to its time bucket's attributes (the fields
+        that are not zero), in the same write as the watermark."""
         adds = "ADD #i :i, #c :c, #v :v, #x :x"
         names = {"#i": "impressions", "#c": "clicks", "#v": "conversions", "#x": "value", "#w": name}
         numbers = {
@@ -311,16 +298,13 @@ class CounterStore:
             ":v": {"N": str(delta.conversions)},
             ":x": {"N": str(delta.value)},
         }
-        # sub-counters kept in the item: time buckets and device cells (a cell's name is free text, so every
-        # attribute gets a numbered placeholder)
-        subs = chain(((bucket_attribute, b, part) for b, part in buckets.items()),
-                     ((cell_attribute, c, part) for c, part in cells.items()))
-        for number, (attribute, sub, part) in enumerate(subs):
+        # the time buckets kept in the item (numbered placeholders)
+        for number, (bucket, part) in enumerate(buckets.items()):
             for index, amount in enumerate((part.impressions, part.clicks, part.conversions, part.value)):
                 if amount:
                     placeholder = f"s{number}{BUCKET_FIELDS[index]}"
                     adds += f", #{placeholder} :{placeholder}"
-                    names[f"#{placeholder}"] = attribute(sub, index)
+                    names[f"#{placeholder}"] = bucket_attribute(bucket, index)
                     numbers[f":{placeholder}"] = {"N": str(amount)}
         request = {
             "TableName": self.table_name,

@@ -5,8 +5,9 @@ publish-stats turns the Counters stream's NEW_IMAGEs into per-campaign absolute 
 
     GetObject (note the ETag; absent -> empty)
     -> dco.stats.merge_max(existing, update)          idempotent, commutative, associative
-    -> dco.fold.prune_buckets                           only the newest time buckets of ...#e<b> rows
     -> unchanged counts? stop (no write: decide's conditional GETs keep their ETag)
+    -> dco.learning.publish.refresh                     only the newest time buckets of ...#e<b> rows; the
+                                                        learner's models refitted (warm from the existing ones)
     -> PutObject IfMatch=<etag>  (IfNoneMatch="*" when absent)
     -> 412 PreconditionFailed / 409 ConditionalRequestConflict: another writer won; re-read and merge again
 
@@ -29,7 +30,11 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from dco.errors import DcoError
-from dco.fold import PoisonRecordError, counter_rows, prune_buckets
+from dco.fold import PoisonRecordError, counter_rows
+from dco.learning.contract import COUNTER_SECTIONS, PUBLISHED_BUCKETS, prune_buckets
+from dco.learning.model import KeyParser
+from dco.learning.params import DEFAULT_PARAMS, LearningParams
+from dco.learning.publish import refresh
 from dco.stats import merge_max, validate_stats
 
 __all__ = ["StatsStore", "PublishResult", "StatsConflictError", "decode_counters", "default_client", "stats_key"]
@@ -38,7 +43,6 @@ logger = logging.getLogger(__name__)
 _deserializer = TypeDeserializer()
 _CONFLICT_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
 _MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
-_SECTIONS = ("arms", "components", "splits")
 
 
 class StatsConflictError(DcoError):
@@ -63,7 +67,7 @@ def decode_counters(
     """Decode a Counters stream event into ``([(sequence, row)], poison)``.
 
     The rows are :func:`dco.fold.counter_rows` of each NEW_IMAGE (its all-time counts, one row per time bucket
-    and one per device cell it keeps); counters the stats object does not carry are dropped; ``poison`` lists
+    it keeps); counters the stats object does not carry are dropped; ``poison`` lists
     ``(sequence number, reason)`` of malformed records.
     """
     rows: list[tuple[str, tuple[str, str, str, list[Any]]]] = []
@@ -114,6 +118,7 @@ class StatsStore:
         max_attempts: int = 5,
         backoff_seconds: float = 0.05,
         sleep: Callable[[float], None] = time.sleep,
+        params: LearningParams = DEFAULT_PARAMS,
     ) -> None:
         if not bucket:
             raise ValueError("StatsStore needs a bucket")
@@ -122,6 +127,8 @@ class StatsStore:
         self.max_attempts = max(1, int(max_attempts))
         self.backoff_seconds = backoff_seconds
         self.sleep = sleep
+        self.params = params
+        self.parser = KeyParser()  # contexts keys parsed once per warm container (dco.learning.model)
 
     def load(self, campaign: str) -> tuple[dict[str, Any] | None, str | None]:
         """``(stats object, ETag)``, or ``(None, None)`` when the campaign has none yet.
@@ -152,11 +159,12 @@ class StatsStore:
         attempts = 0
         for attempt in range(self.max_attempts):
             existing, etag = self.load(campaign)
-            merged = prune_buckets(merge_max(existing if existing is not None else update, update))
+            merged = prune_buckets(merge_max(existing if existing is not None else update, update), PUBLISHED_BUCKETS)
             if existing is not None and all(
-                merged.get(section, {}) == existing.get(section, {}) for section in _SECTIONS
+                merged.get(section, {}) == existing.get(section, {}) for section in COUNTER_SECTIONS
             ):
                 return PublishResult(campaign, False, attempts, conflicts)
+            refresh(merged, existing, now, params=self.params, parser=self.parser)
             body = msgpack.packb(merged, use_bin_type=True, default=_plain)
             condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
             attempts += 1

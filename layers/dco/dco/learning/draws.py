@@ -1,0 +1,532 @@
+"""Thompson sampling from the published model: one decision table per creative, context and eligible set per
+stats refresh, then one random number per decision (docs/learning.md, "Decisions").
+
+A table holds ``pool`` rows. Row ``k`` is one draw from the posterior: it picks a memory with the memories'
+weights, draws every effect it needs from that memory's normal posterior, and keeps the combination that
+maximizes the drawn click logit over the eligible combinations (the variant rules and exclusions of the request).
+The maximization is a hill-climb over slots (Hill et al., KDD 2017): it starts from the best variant of each slot
+alone and, when pair effects are in play, also from the best pair of every pair of slots; each start improves
+one slot at a time given the others until nothing changes; the best end wins. A decision picks a row uniformly
+with its own ``rng``: its propensity is the share of rows whose winner it is (exact for the policy played).
+
+Every random number comes from a counter-based generator: the draw of effect ``e`` in row ``k`` of a table is a
+function of ``(table seed, k, e)`` (SplitMix64 finalizer, Box-Muller), so numpy computes the same numbers as the
+pure-Python path and the same stats give the same table in Lambda, in Pyodide and in ``dco simulate``. The
+table seed hashes the stats object's ``updated_at`` and the table's key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from dco._accel import np
+from dco.learning.model import MODEL_VERSION, prior_var
+from dco.learning.params import DEFAULT_PARAMS, LearningParams
+
+__all__ = ["ModelView", "Table", "build_table", "pick", "normals_py", "table_seed"]
+
+_M64 = (1 << 64) - 1
+_GOLDEN = 0x9E3779B97F4A7C15
+_ROW = 0xD1B54A32D192ED03
+_SECOND = 0x632BE59BD9B4E019
+_MEMORY_ID = 0x2545F4914F6CDD1D
+_INV53 = 1.0 / 9007199254740992.0
+_TWO_PI = 2.0 * math.pi
+_ACTIVE = 0.005  # a pair group whose effects all have |mean| and sd below this (logit) is not drawn
+
+
+def _mix64(x: int) -> int:
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M64
+    return x ^ (x >> 31)
+
+
+def _hash64(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
+
+
+def table_seed(updated_at: int, key: Any) -> int:
+    """The seed of a decision table: its stats object's ``updated_at`` and its key."""
+    return _hash64(repr((int(updated_at), key)))
+
+
+def _uniforms_py(seed: int, row: int, ident: int) -> tuple[float, float]:
+    a = _mix64((seed + ((row * _ROW) & _M64) + ((ident * _GOLDEN) & _M64)) & _M64)
+    b = _mix64(a ^ _SECOND)
+    return ((a >> 11) + 0.5) * _INV53, (b >> 11) * _INV53
+
+
+def normals_py(seed: int, rows: int, idents: Sequence[int]) -> list[list[float]]:
+    """``rows x len(idents)`` standard normals of the counter-based generator (pure Python)."""
+    out = []
+    for k in range(rows):
+        line = []
+        for ident in idents:
+            u1, u2 = _uniforms_py(seed, k, ident)
+            line.append(math.sqrt(-2.0 * math.log(u1)) * math.cos(_TWO_PI * u2))
+        out.append(line)
+    return out
+
+
+def _uniform_py(seed: int, row: int, ident: int) -> float:
+    return _uniforms_py(seed, row, ident)[0]
+
+
+def _normals_np(seed: int, rows: int, idents: Sequence[int]) -> Any:
+    """:func:`normals_py` with numpy (uint64 arithmetic wraps like the masked Python ints)."""
+    assert np is not None
+    k = (np.arange(rows, dtype=np.uint64) * np.uint64(_ROW))[:, None]
+    ids = (np.asarray(idents, dtype=np.uint64) * np.uint64(_GOLDEN))[None, :]
+    x = (np.uint64(seed) + k) + ids
+    a = _mix64_np(x)
+    b = _mix64_np(a ^ np.uint64(_SECOND))
+    u1 = ((a >> np.uint64(11)).astype(float) + 0.5) * _INV53
+    u2 = (b >> np.uint64(11)).astype(float) * _INV53
+    return np.sqrt(-2.0 * np.log(u1)) * np.cos(_TWO_PI * u2)
+
+
+def _mix64_np(x: Any) -> Any:
+    assert np is not None
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def _uniforms_rows_np(seed: int, rows: int, ident: int) -> Any:
+    assert np is not None
+    k = np.arange(rows, dtype=np.uint64) * np.uint64(_ROW)
+    x = (np.uint64(seed) + k) + np.uint64((ident * _GOLDEN) & _M64)
+    a = _mix64_np(x)
+    return ((a >> np.uint64(11)).astype(float) + 0.5) * _INV53
+
+
+# ------------------------------------------------------------------------------------------------ the model
+
+
+class ModelView:
+    """A published model (``stats["models"][creative][objective]``, dco.learning.model) ready for draws: label
+    lookups and, per memory, its weight and groups. ``None`` model: the cold start (every effect at its group's
+    prior, one memory)."""
+
+    __slots__ = ("variant_ix", "value_ix", "dims", "memories", "weights", "grid")
+
+    def __init__(self, model: Mapping[str, Any] | None, params: LearningParams = DEFAULT_PARAMS) -> None:
+        self.grid = params.scale_grid
+        self.variant_ix: list[dict[str, int]] = []
+        self.value_ix: dict[str, dict[str, int]] = {}
+        self.dims: list[str] = []
+        self.memories: list[tuple[dict[str, tuple[list[float], list[float], float]], float]] = []
+        self.weights: list[float] = [1.0]
+        if model is not None and model.get("version") == MODEL_VERSION:
+            self.variant_ix = [{v: j for j, v in enumerate(ids)} for ids in model.get("variants", [])]
+            self.dims = list(model.get("dims", []))
+            self.value_ix = {d: {v: j for j, v in enumerate(vals)} for d, vals in zip(self.dims, model.get("values", []), strict=False)}
+            for memory in model.get("memories", []):
+                groups = {}
+                for name, g in (memory.get("groups") or {}).items():
+                    groups[name] = (list(g.get("mean", [])), list(g.get("var", [])), prior_var(g["mix"], self.grid)
+                                    if len(g.get("mix", [])) == len(self.grid) else _cold_prior(params))
+                self.memories.append((groups, float(memory.get("intercept", 0.0))))
+            lw = [float(x) for x in model.get("log_weights", [])]
+            if len(lw) == len(self.memories) and lw:
+                top = max(lw)
+                w = [math.exp(x - top) for x in lw]
+                total = sum(w)
+                self.weights = [x / total for x in w]
+            else:
+                self.weights = [1.0 / len(self.memories)] * len(self.memories) if self.memories else [1.0]
+        if not self.memories:
+            self.memories = [({}, 0.0)]
+            self.weights = [1.0]
+
+    def effect(self, memory: int, group: str, index: int | None, cold: float) -> tuple[float, float]:
+        """``(mean, variance)`` of one effect of a memory; an effect the model does not hold (``index`` None, or
+        a group or position it never saw) has its group's prior (``cold``: the prior of a group it lacks)."""
+        groups = self.memories[memory][0]
+        found = groups.get(group)
+        if found is None:
+            return 0.0, cold
+        mean, var, pv = found
+        if index is None or index >= len(mean):
+            return 0.0, pv
+        return mean[index], var[index]
+
+
+def _cold_prior(params: LearningParams) -> float:
+    alpha = [params.null_weight] + [1.0] * (len(params.scale_grid) - 1)
+    total = sum(alpha)
+    return prior_var([a / total for a in alpha], params.scale_grid)
+
+
+# ------------------------------------------------------------------------------------------------ tables
+
+
+class Table:
+    """A decision table: per row the winning combination (variant ids, None when no combination is allowed), and
+    per distinct winner its share of rows."""
+
+    __slots__ = ("winners", "share", "rows", "memories")
+
+    def __init__(self, winners: list[tuple[str, ...] | None], memories: list[int]) -> None:
+        self.winners = winners
+        self.rows = len(winners)
+        self.memories = memories
+        counts: dict[tuple[str, ...] | None, int] = {}
+        for w in winners:
+            counts[w] = counts.get(w, 0) + 1
+        self.share = {w: c / self.rows for w, c in counts.items()}
+
+
+def pick(table: Table, u: float) -> tuple[tuple[str, ...] | None, float, int]:
+    """The decision for uniform ``u``: ``(winner, propensity, row)``."""
+    row = min(int(u * table.rows), table.rows - 1)
+    winner = table.winners[row]
+    return winner, table.share[winner], row
+
+
+def build_table(
+    view: ModelView,
+    eligible: Sequence[Sequence[str]],
+    context: Mapping[str, str],
+    exclusions: Sequence[tuple[str, str]],
+    seed: int,
+    params: LearningParams = DEFAULT_PARAMS,
+    *,
+    accelerated: bool | None = None,
+) -> Table:
+    """The decision table of a creative whose slots (positions) offer ``eligible`` variant ids, in learning
+    ``context`` (dimension -> escaped value), with ``exclusions`` (pairs of variant ids never shown together).
+    ``accelerated`` forces the numpy (True) or pure-Python (False) path; default: numpy when present."""
+    use_np = (np is not None) if accelerated is None else accelerated
+    if use_np and np is None:
+        raise ValueError("numpy is not available")
+    slots = len(eligible)
+    rows = params.pool
+    cold = _cold_prior(params)
+    # context values present in the model (others have no learned effect: their groups are absent)
+    ctx = []
+    for d, dim in enumerate(view.dims):
+        value = context.get(dim)
+        if value is not None:
+            ctx.append((d, view.value_ix.get(dim, {}).get(value)))
+    n_mem = len(view.memories)
+    # per memory and slot: (means, variances) of each eligible variant's score u = main + sum of ctx effects
+    u_mean: list[list[list[float]]] = []
+    u_var: list[list[list[float]]] = []
+    for m in range(n_mem):
+        means_m, vars_m = [], []
+        for s in range(slots):
+            vix = view.variant_ix[s] if s < len(view.variant_ix) else {}
+            size = len(vix)
+            mm, vv = [], []
+            for v in eligible[s]:
+                j = vix.get(v)
+                mean, var = view.effect(m, f"main:{s}", j, cold)
+                for d, x in ctx:
+                    cm, cv = view.effect(m, f"ctx:{d}:{s}", None if j is None or x is None else x * size + j, cold)
+                    mean += cm
+                    var += cv
+                mm.append(mean)
+                vv.append(var)
+            means_m.append(mm)
+            vars_m.append(vv)
+        u_mean.append(means_m)
+        u_var.append(vars_m)
+    # pair groups in play: any memory with a pair effect (eligible) of |mean| or sd above _ACTIVE
+    pairs: list[tuple[int, int]] = []
+    p_mean: dict[tuple[int, int], list[list[list[float]]]] = {}
+    p_var: dict[tuple[int, int], list[list[list[float]]]] = {}
+    for s in range(slots):
+        for t in range(s + 1, slots):
+            vs = view.variant_ix[s] if s < len(view.variant_ix) else {}
+            vt = view.variant_ix[t] if t < len(view.variant_ix) else {}
+            width = len(vt)
+            ms, vs_ = [], []
+            live = False
+            for m in range(n_mem):
+                mm, vv = [], []
+                for a in eligible[s]:
+                    ja = vs.get(a)
+                    rm, rv = [], []
+                    for b in eligible[t]:
+                        jb = vt.get(b)
+                        mean, var = view.effect(m, f"pair:{s}:{t}", None if ja is None or jb is None else ja * width + jb,
+                                                cold)
+                        rm.append(mean)
+                        rv.append(var)
+                        if abs(mean) >= _ACTIVE or var >= _ACTIVE * _ACTIVE:
+                            live = True
+                    mm.append(rm)
+                    vv.append(rv)
+                ms.append(mm)
+                vs_.append(vv)
+            if live:
+                pairs.append((s, t))
+                p_mean[(s, t)] = ms
+                p_var[(s, t)] = vs_
+    excluded = _exclusion_masks(eligible, exclusions)
+    idents_u = [[_hash64(f"u:{s}:{v}") for v in eligible[s]] for s in range(slots)]
+    idents_p = {(s, t): [_hash64(f"p:{s}:{t}:{a}:{b}") for a in eligible[s] for b in eligible[t]] for s, t in pairs}
+    weights = view.weights
+    if use_np:
+        winners, mems = _table_np(seed, rows, weights, u_mean, u_var, pairs, p_mean, p_var, excluded, idents_u,
+                                  idents_p, eligible, params.climb_sweeps)
+    else:
+        winners, mems = _table_py(seed, rows, weights, u_mean, u_var, pairs, p_mean, p_var, excluded, idents_u,
+                                  idents_p, eligible, params.climb_sweeps)
+    return Table(winners, mems)
+
+
+def _exclusion_masks(eligible: Sequence[Sequence[str]],
+                     exclusions: Sequence[tuple[str, str]]) -> dict[tuple[int, int], set[tuple[int, int]]]:
+    """Per ordered pair of slots ``(s, t)``: the excluded ``(index in s, index in t)`` pairs."""
+    out: dict[tuple[int, int], set[tuple[int, int]]] = {}
+    if not exclusions:
+        return out
+    where: dict[str, list[tuple[int, int]]] = {}
+    for s, ids in enumerate(eligible):
+        for i, v in enumerate(ids):
+            where.setdefault(v, []).append((s, i))
+    for a, b in exclusions:
+        for s, i in where.get(a, []):
+            for t, j in where.get(b, []):
+                if s != t:
+                    out.setdefault((s, t), set()).add((i, j))
+                    out.setdefault((t, s), set()).add((j, i))
+    return out
+
+
+def _memory_of(u: float, weights: Sequence[float]) -> int:
+    acc = 0.0
+    for m, w in enumerate(weights):
+        acc += w
+        if u < acc:
+            return m
+    return len(weights) - 1
+
+
+def _table_py(seed, rows, weights, u_mean, u_var, pairs, p_mean, p_var, excluded, idents_u, idents_p, eligible,
+              sweeps):  # type: ignore[no-untyped-def]
+    slots = len(eligible)
+    winners: list[tuple[str, ...] | None] = []
+    mems: list[int] = []
+    neg = -math.inf
+    for k in range(rows):
+        m = _memory_of(_uniform_py(seed, k, _MEMORY_ID), weights) if len(weights) > 1 else 0
+        mems.append(m)
+        u = []
+        for s in range(slots):
+            line = []
+            for i, ident in enumerate(idents_u[s]):
+                u1, u2 = _uniforms_py(seed, k, ident)
+                zz = math.sqrt(-2.0 * math.log(u1)) * math.cos(_TWO_PI * u2)
+                line.append(u_mean[m][s][i] + math.sqrt(u_var[m][s][i]) * zz)
+            u.append(line)
+        pd: dict[tuple[int, int], list[list[float]]] = {}
+        for s, t in pairs:
+            width = len(eligible[t])
+            mean, var = p_mean[(s, t)][m], p_var[(s, t)][m]
+            ids = idents_p[(s, t)]
+            grid = []
+            for i in range(len(eligible[s])):
+                line = []
+                for j in range(width):
+                    u1, u2 = _uniforms_py(seed, k, ids[i * width + j])
+                    zz = math.sqrt(-2.0 * math.log(u1)) * math.cos(_TWO_PI * u2)
+                    line.append(mean[i][j] + math.sqrt(var[i][j]) * zz)
+                grid.append(line)
+            pd[(s, t)] = grid
+
+        def allowed(s: int, i: int, c: list[int], fixed: Sequence[int]) -> bool:
+            for t in fixed:
+                if t != s and c[t] >= 0 and (i, c[t]) in excluded.get((s, t), ()):
+                    return False
+            return True
+
+        def gain(s: int, i: int, c: list[int], fixed: Sequence[int]) -> float:
+            total = u[s][i]
+            for a, b in pairs:
+                if a == s and b in fixed and c[b] >= 0:
+                    total += pd[(a, b)][i][c[b]]
+                elif b == s and a in fixed and c[a] >= 0:
+                    total += pd[(a, b)][c[a]][i]
+            return total
+
+        def fill(c: list[int], order: Sequence[int], fixed: list[int]) -> bool:
+            for s in order:
+                best, best_i = neg, -1
+                for i in range(len(eligible[s])):
+                    if allowed(s, i, c, fixed):
+                        g = gain(s, i, c, fixed)
+                        if g > best:
+                            best, best_i = g, i
+                if best_i < 0:
+                    return False
+                c[s] = best_i
+                fixed.append(s)
+            return True
+
+        def climb(c: list[int]) -> None:
+            every = list(range(slots))
+            for _ in range(sweeps):
+                changed = False
+                for s in range(slots):
+                    best, best_i = neg, -1
+                    for i in range(len(eligible[s])):
+                        if allowed(s, i, c, every):
+                            g = gain(s, i, c, every)
+                            if g > best:
+                                best, best_i = g, i
+                    current = gain(s, c[s], c, every) if allowed(s, c[s], c, every) else neg
+                    if best_i >= 0 and best > current:
+                        c[s] = best_i
+                        changed = True
+                if not changed:
+                    break
+
+        def score(c: list[int]) -> float:
+            total = 0.0
+            for s in range(slots):
+                total += u[s][c[s]]
+            for a, b in pairs:
+                total += pd[(a, b)][c[a]][c[b]]
+            return total
+
+        best_c: list[int] | None = None
+        best_score = neg
+        c = [-1] * slots
+        if fill(c, range(slots), []):
+            if pairs or excluded:
+                climb(c)
+            best_c, best_score = c, score(c)
+        for a, b in pairs:
+            c = [-1] * slots
+            top, at = neg, (-1, -1)
+            for i in range(len(eligible[a])):
+                for j in range(len(eligible[b])):
+                    if (i, j) in excluded.get((a, b), ()):
+                        continue
+                    g = u[a][i] + u[b][j] + pd[(a, b)][i][j]
+                    if g > top:
+                        top, at = g, (i, j)
+            if at[0] < 0:
+                continue
+            c[a], c[b] = at
+            if not fill(c, [s for s in range(slots) if s not in (a, b)], [a, b]):
+                continue
+            climb(c)
+            sc = score(c)
+            if sc > best_score:
+                best_c, best_score = c, sc
+        winners.append(None if best_c is None else tuple(eligible[s][best_c[s]] for s in range(slots)))
+    return winners, mems
+
+
+def _table_np(seed, rows, weights, u_mean, u_var, pairs, p_mean, p_var, excluded, idents_u, idents_p, eligible,
+              sweeps):  # type: ignore[no-untyped-def]
+    """:func:`_table_py` with numpy: the same draws, starts and climbing order, vectorized over rows."""
+    assert np is not None
+    slots = len(eligible)
+    if len(weights) > 1:
+        uu = _uniforms_rows_np(seed, rows, _MEMORY_ID)
+        mem = np.zeros(rows, dtype=np.intp)
+        acc = 0.0
+        for m, w in enumerate(weights[:-1]):
+            acc += w
+            mem = np.where((mem == m) & (uu >= acc), m + 1, mem)
+    else:
+        mem = np.zeros(rows, dtype=np.intp)
+    u = []
+    for s in range(slots):
+        mean = np.asarray([u_mean[m][s] for m in range(len(u_mean))])[mem]
+        sd = np.sqrt(np.asarray([u_var[m][s] for m in range(len(u_var))]))[mem]
+        u.append(mean + sd * _normals_np(seed, rows, idents_u[s]))
+    pd = {}
+    for s, t in pairs:
+        shape = (rows, len(eligible[s]), len(eligible[t]))
+        mean = np.asarray(p_mean[(s, t)])[mem]
+        sd = np.sqrt(np.asarray(p_var[(s, t)]))[mem]
+        pd[(s, t)] = mean + sd * _normals_np(seed, rows, idents_p[(s, t)]).reshape(shape)
+    ex = {}
+    for (s, t), cells in excluded.items():
+        mask = np.zeros((len(eligible[s]), len(eligible[t])), dtype=bool)
+        for i, j in cells:
+            mask[i, j] = True
+        ex[(s, t)] = mask
+    ar = np.arange(rows)
+    neg = -np.inf
+
+    def gain(s: int, c: Any, fixed: Sequence[int]) -> Any:
+        total = u[s].copy()
+        for a, b in pairs:
+            if a == s and b in fixed:
+                total = total + pd[(a, b)][ar, :, c[:, b]]
+            elif b == s and a in fixed:
+                total = total + pd[(a, b)][ar, c[:, a], :]
+        for t in fixed:
+            if t != s and (s, t) in ex:
+                total = np.where(ex[(s, t)][:, c[:, t]].T, neg, total)
+        return total
+
+    def fill(c: Any, ok: Any, order: Sequence[int], fixed: list[int]) -> Any:
+        for s in order:
+            g = gain(s, c, fixed)
+            best = g.argmax(axis=1)
+            ok = ok & np.isfinite(g[ar, best])
+            c[:, s] = best
+            fixed.append(s)
+        return ok
+
+    def climb(c: Any) -> None:
+        every = list(range(slots))
+        for _ in range(sweeps):
+            changed = False
+            for s in range(slots):
+                g = gain(s, c, every)
+                best = g.argmax(axis=1)
+                better = g[ar, best] > g[ar, c[:, s]]
+                if better.any():
+                    c[:, s] = np.where(better, best, c[:, s])
+                    changed = True
+            if not changed:
+                break
+
+    def score(c: Any) -> Any:
+        total = u[0][ar, c[:, 0]].copy()
+        for s in range(1, slots):
+            total = total + u[s][ar, c[:, s]]
+        for a, b in pairs:
+            total = total + pd[(a, b)][ar, c[:, a], c[:, b]]
+        return total
+
+    c = np.zeros((rows, slots), dtype=np.intp)
+    ok = fill(c, np.ones(rows, dtype=bool), range(slots), [])
+    if pairs or excluded:
+        climb(c)
+    best_c = c
+    best_score = np.where(ok, score(c), neg)
+    for a, b in pairs:
+        joint = u[a][:, :, None] + u[b][:, None, :] + pd[(a, b)]
+        if (a, b) in ex:
+            joint = np.where(ex[(a, b)][None, :, :], neg, joint)
+        flat = joint.reshape(rows, -1).argmax(axis=1)
+        okp = np.isfinite(joint.reshape(rows, -1)[ar, flat])
+        c = np.zeros((rows, slots), dtype=np.intp)
+        c[:, a] = flat // len(eligible[b])
+        c[:, b] = flat % len(eligible[b])
+        okp = fill(c, okp, [s for s in range(slots) if s not in (a, b)], [a, b])
+        climb(c)
+        sc = np.where(okp, score(c), neg)
+        better = sc > best_score
+        best_c = np.where(better[:, None], c, best_c)
+        best_score = np.where(better, sc, best_score)
+    valid = np.isfinite(best_score)
+    ids = [np.asarray(e, dtype=object) for e in eligible]
+    cols = [ids[s][best_c[:, s]] for s in range(slots)]
+    winners: list[tuple[str, ...] | None] = [
+        tuple(col[k] for col in cols) if valid[k] else None for k in range(rows)
+    ]
+    return winners, mem.tolist()

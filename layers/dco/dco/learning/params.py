@@ -1,0 +1,75 @@
+"""The learner's parameters: named, validated, documented (docs/learning.md, "Parameters").
+
+None of them is tuned per scenario; each states an assumption of the model or a cost bound, and the defaults are
+what docs/learning.md's suite figures were measured with.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+
+__all__ = ["LearningParams", "DEFAULT_PARAMS", "SCALE_GRID"]
+
+# The prior scale grid of every effect group (logit): a point mass at 0 (no effect) and slabs from 0.05 to 1.6.
+# An effect's prior is a mixture over this grid with the group's weights (learned from the data). The grid spans
+# what creative components do to a click rate: 0.05 logit is +5 %, 1.6 logit about x5.
+SCALE_GRID: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
+
+
+@dataclass(frozen=True)
+class LearningParams:
+    """Parameters of the model (dco.learning.model) and of its draws (dco.learning.draws).
+
+    ``null_weight``: pseudo-effects on the no-effect component of every group's mixture prior (the rest of the grid
+    has one each): a group is presumed empty until its data says otherwise (effect sparsity). 10 is the default
+    null penalty of adaptive shrinkage (Stephens 2017).
+    ``recent_half_life_s``: the half-life of the recent memory; the learner mixes a model of all evidence and a
+    model of time-discounted evidence (weight ``0.5 ** (age / half_life)``) by how well each predicted the
+    outcomes that came in since (fixed-share weights, ``switch_rate`` per publication).
+    ``switch_rate``: the fixed-share rate: the share of weight each memory keeps whatever it predicted, so the
+    mixture can move back (Herbster & Warmuth 1998).
+    ``cold_sweeps`` / ``warm_sweeps``: backfitting sweeps of a fit from nothing / from the previous publication's.
+    ``pool``: Thompson draws per decision table (a table per creative, context and eligible set, rebuilt at each
+    stats refresh); a decision picks one row, and its propensity is the share of rows with its winner.
+    ``climb_sweeps``: the most coordinate sweeps of the hill-climb that maximizes a draw over combinations.
+    ``scale_grid``: the prior scale grid (:data:`SCALE_GRID`).
+    """
+
+    null_weight: float = 10.0
+    recent_half_life_s: float = 86_400.0
+    switch_rate: float = 0.01
+    cold_sweeps: int = 30
+    warm_sweeps: int = 4
+    pool: int = 256
+    climb_sweeps: int = 5
+    scale_grid: tuple[float, ...] = field(default=SCALE_GRID)
+
+    def __post_init__(self) -> None:
+        errors = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "scale_grid":
+                if (not isinstance(value, tuple) or len(value) < 2 or value[0] != 0.0
+                        or any(not isinstance(x, float) or not math.isfinite(x) for x in value)
+                        or any(b <= a for a, b in zip(value, value[1:], strict=False))):
+                    errors.append("scale_grid must be a tuple of increasing floats starting at 0.0")
+            elif f.type in ("int",):
+                if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                    errors.append(f"{f.name} must be a whole number >= 1, got {value!r}")
+            elif isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                errors.append(f"{f.name} must be a finite number, got {value!r}")
+        if not errors:
+            if self.null_weight < 1.0:
+                errors.append(f"null_weight must be >= 1, got {self.null_weight!r}")
+            if self.recent_half_life_s <= 0:
+                errors.append(f"recent_half_life_s must be > 0, got {self.recent_half_life_s!r}")
+            if not 0.0 < self.switch_rate < 0.5:
+                errors.append(f"switch_rate must be in (0, 0.5), got {self.switch_rate!r}")
+            if self.pool > 65_536:
+                errors.append(f"pool must be <= 65536, got {self.pool!r}")
+        if errors:
+            raise ValueError("; ".join(errors))
+
+
+DEFAULT_PARAMS = LearningParams()
