@@ -206,11 +206,17 @@ def generate(family: str, index: int, seed: int) -> dict[str, Any]:
                 terms = _main_terms(rnd, slots, (0.05, 0.25), (0.1, 0.4))
                 terms += _pair_terms(rnd, slots, rnd.randint(1, 3), (0.4, 1.0))
             elif family == "drift":
+                # a change is told from noise by the clicks of a day or so: campaigns of 40k-80k impressions a day
+                impressions = rnd.randrange(300_000, 600_001, 10_000)
+                days = max(6, round(impressions / rnd.randrange(40_000, 80_001, 5_000)))
                 terms = _main_terms(rnd, slots, (0.05, 0.25), (0.2, 0.5))
                 terms += _context_terms(rnd, slots, contexts, dims[:1], (0.5, 1.0), 1)
-                changes = sorted(round(rnd.uniform(0.3, 0.7), 3) for _ in range(rnd.randint(1, 2)))
-                if len(changes) == 2 and changes[1] - changes[0] < 0.2:
-                    changes = [changes[0], round(min(0.85, changes[0] + 0.25), 3)]
+                # one change, or two; every phase lasts at least a quarter of the run (a day and a half or more)
+                if rnd.random() < 0.5:
+                    changes = [round(rnd.uniform(0.3, 0.6), 3)]
+                else:
+                    first = rnd.uniform(0.25, 0.4)
+                    changes = [round(first, 3), round(first + rnd.uniform(0.25, 0.35), 3)]
                 for at in changes:
                     after = _main_terms(rnd, slots, (0.05, 0.25), (0.2, 0.5))
                     after += _context_terms(rnd, slots, contexts, dims[:1], (0.5, 1.0), 1)

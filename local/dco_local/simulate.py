@@ -11,9 +11,10 @@ Data flow::
                      ──> Engine.decide(AdRequest, StatsTable, seed) ──> click ~ Bernoulli(truth)
                      ──> batch[(combination, context, holdout)] += (1, click)
     every stats_refresh impressions (the serverless lag):
-                     batch ──> dco.learning.counter_keys per distinct event (the fold's keys, with the event's
-                     time bucket) ──> absolute counters ──> the stats object (dco.learning.stats_object's shape,
-                     newest time buckets only) ──> StatsTable.from_trusted ──> the next decisions
+                     batch ──> dco.learning.contract.counter_keys per distinct event (the fold's keys, the
+                     ctx: counters' discounted sums at the window's time) ──> absolute counters ──> a publication
+                     as publish-stats makes it (dco.learning.publish.refresh: prune, refit the models)
+                     ──> StatsTable.from_trusted ──> the next decisions
     with --workers N: the impressions of each window are played by N forked processes (each context by one of
                      them), each with a replica of the counters fed the same batches; the outcomes are merged in
                      impression order before the next publication, so the results are the same for any N
@@ -26,7 +27,7 @@ Scenario file (see examples/scenarios/*.json)::
      "truth": {"base_logit": -4.6, "terms": [{"when": {"image": "img07", "region": "pnw"}, "logit": 0.8}, ...]},
      "drift": [{"at": 0.5, "terms": [...]}],              # replaces the terms from that fraction of the run on
      "stats_refresh": 1000,                               # impressions between stats publications
-     "impressions_per_day": 50000,                        # simulated clock (time buckets, half-life)
+     "impressions_per_day": 50000,                        # simulated clock (the recent memory's half-life)
      "campaign": "examples/retail/campaign.yaml", "creative": "cr-retail", "experience": "retail-main"}
 
 Context keys become request signals: ``region`` -> ``geo.region``, ``device`` -> ``device.type``, anything else
@@ -388,9 +389,10 @@ class _Counters:
     """The counters a run has published, by stats-object section, and the stats table of the next window.
 
     ``sections``: ``arms``, ``splits``, ``contexts`` (keys without the ``arm:``/``split:``/``ctx:`` prefix, rows
-    ``[impressions, clicks, conversions, value]``; the ``ctx:`` counters also per daily bucket, ``#e<bucket>``,
-    the newest :data:`dco.learning.contract.PUBLISHED_BUCKETS` kept, as publish-stats keeps them). The rows
-    one event of a batch key increments are resolved once per key and bucket. A publication is what
+    ``[impressions, clicks, conversions, value]``; the ``ctx:`` counters also their discounted sums per epoch,
+    ``#d<epoch>``, the newest :data:`dco.learning.contract.KEEP_EPOCHS` kept, as the fold and publish-stats keep
+    them; a window's events all count at the window's start time). The rows one event of a batch key increments
+    are resolved once per key and epoch. A publication is what
     publish-stats does (:func:`dco.learning.publish.refresh`: prune, refit the models, warm from the previous
     publication). With ``--workers`` every worker keeps a replica fed the same batches in the same order, so each
     builds the same stats table for the next window without the table crossing a pipe.
@@ -398,10 +400,11 @@ class _Counters:
 
     def __init__(
         self, truth: Truth, params: Any, cid: str, combo_arm: Sequence[str], contexts: Sequence[Mapping[str, str]],
-        campaign_id: str,
+        campaign_id: str, fit: bool = True,
     ) -> None:
         from dco.learning.model import KeyParser
 
+        self.fit = fit  # False: a reference learner plays, the models are not read (nor fitted)
         self.truth = truth
         self.params = params
         self.cid = cid
@@ -411,10 +414,10 @@ class _Counters:
         self.sections: dict[str, dict[str, list[Any]]] = {"arms": {}, "splits": {}, "contexts": {}}
         self.section_of = {"arm": self.sections["arms"], "ctx": self.sections["contexts"],
                            "split": self.sections["splits"]}
-        self.by_bucket: dict[int, list[str]] = {}
+        self.by_epoch: dict[int, list[str]] = {}
         self.row_memo: dict[tuple[Any, ...], list[list[Any]]] = {}
         # per batch key: the rows of its counters (they live as long as the run) and the key of its ctx: counter,
-        # whose daily bucket rows are made per bucket
+        # whose discounted sums are rows per epoch
         self.key_parts: dict[tuple[Any, ...], tuple[list[list[Any]], str | None]] = {}
         self.parser = KeyParser()
         self.published: dict[str, Any] | None = None  # the previous publication (its models and counts)
@@ -422,10 +425,11 @@ class _Counters:
         self.seconds = 0.0  # spent publishing (adding the counts, refitting, building the stats tables)
 
     def rows_of(self, combo: int | None, ci: int, hold: bool, other: str | None, epoch_time: int) -> list[list[Any]]:
-        """The counter rows one event of a batch key increments in the time bucket of ``epoch_time``:
-        :func:`dco.learning.contract.counter_keys` (the fold's keys), resolved once per batch key; rows are created
-        on first use."""
-        from dco.learning.contract import BUCKET_SUFFIX, bucket_of, counter_keys
+        """The counter rows one event of a batch key increments at ``epoch_time``: those of
+        :func:`dco.learning.contract.counter_keys` (the fold's keys), resolved once per batch key, then (a steered
+        assembled decision) the row of its ``ctx:`` counter's discounted sums in the epoch of ``epoch_time``; rows
+        are created on first use."""
+        from dco.learning.contract import DECAY_SUFFIX, counter_keys, decay_stamp
 
         bkey = (combo, ci, hold, other)
         parts = self.key_parts.get(bkey)
@@ -450,24 +454,24 @@ class _Counters:
             parts = self.key_parts[bkey] = (fixed, bucketed)
         out = list(parts[0])
         if parts[1] is not None:
-            bucket = bucket_of(epoch_time)
-            rest = f"{parts[1]}{BUCKET_SUFFIX}{bucket}"
+            epoch = decay_stamp(epoch_time)[0]
+            rest = f"{parts[1]}{DECAY_SUFFIX}{epoch}"
             rows = self.sections["contexts"]
             row = rows.get(rest)
             if row is None:
                 row = rows[rest] = [0, 0, 0, 0.0]
-                self.by_bucket.setdefault(bucket, []).append(rest)
+                self.by_epoch.setdefault(epoch, []).append(rest)
             out.append(row)
         return out
 
     def add(self, batch: Mapping[tuple[Any, ...], Sequence[int]], epoch_time: int) -> None:
         """Count one window's batch (batch key -> ``[impressions, clicks, ...]``, in the order the keys were first
-        met: new counter rows are made in that order, which fixes the key order of the stats object) in the time
-        bucket of ``epoch_time``; then drop the bucket rows publish-stats would no longer carry."""
-        from dco.learning.contract import PUBLISHED_BUCKETS, bucket_of
+        met: new counter rows are made in that order, which fixes the key order of the stats object) at
+        ``epoch_time`` (the discounted sums with its weight); then drop the epochs the fold would no longer keep."""
+        from dco.learning.contract import KEEP_EPOCHS, decay_stamp
 
         t0 = time.perf_counter()
-        epoch = bucket_of(epoch_time)
+        epoch, weight = decay_stamp(epoch_time)
         row_memo = self.row_memo
         contexts = self.sections["contexts"]
         touched = self.touched
@@ -478,19 +482,27 @@ class _Counters:
                 rows = row_memo[memo_key] = self.rows_of(*bkey, epoch_time)
             imps, clicks = counts[0], counts[1]
             ctx_key = self.key_parts[bkey][1]
-            if ctx_key is not None and ctx_key not in touched:
-                before = contexts[ctx_key]
-                touched[ctx_key] = [before[0], before[1], before[2], before[3]]
-            for row in rows:
-                row[0] += imps
-                row[1] += clicks
-        oldest = epoch - PUBLISHED_BUCKETS + 1
+            if ctx_key is not None:
+                if ctx_key not in touched:
+                    before = contexts[ctx_key]
+                    touched[ctx_key] = [before[0], before[1], before[2], before[3]]
+                for row in rows[:-1]:
+                    row[0] += imps
+                    row[1] += clicks
+                decayed = rows[-1]
+                decayed[0] += imps * weight
+                decayed[1] += clicks * weight
+            else:
+                for row in rows:
+                    row[0] += imps
+                    row[1] += clicks
+        oldest = epoch - KEEP_EPOCHS + 1
         dropped = False
-        for bucket in [b for b in self.by_bucket if b < oldest]:
+        for old in [e for e in self.by_epoch if e < oldest]:
             dropped = True
-            for rest in self.by_bucket.pop(bucket):
+            for rest in self.by_epoch.pop(old):
                 del contexts[rest]
-        if dropped:  # the memoized rows of older time buckets are gone
+        if dropped:  # the memoized rows of older epochs are gone
             for memo_key in [k for k in row_memo if k[-1] < epoch]:
                 del row_memo[memo_key]
         self.seconds += time.perf_counter() - t0
@@ -522,7 +534,10 @@ class _Counters:
         if self.published is not None:
             previous = {"models": self.published["models"], "contexts": _Previous(self.sections["contexts"],
                                                                                   self.touched)}
-        refresh(obj, previous, int(epoch_time), params=self.params, parser=self.parser)
+        if self.fit:
+            refresh(obj, previous, int(epoch_time), params=self.params, parser=self.parser)
+        else:
+            obj["models"] = {}
         self.published = {"models": obj["models"]}
         self.touched = {}
         table = StatsTable.from_trusted(obj)
@@ -892,7 +907,7 @@ def simulate(
     seconds_per_impression = 86400.0 / scenario.impressions_per_day
     start_s = int(START.timestamp())
     refresh = max(1, scenario.stats_refresh)
-    counters = _Counters(truth, params, cid, combo_arm, contexts, campaign_id)
+    counters = _Counters(truth, params, cid, combo_arm, contexts, campaign_id, fit=policy == "dco")
     player = _Player(engine, truth, cid, pools, ctx_array, viewer_draw, uniforms, seed_base, changes, base_p,
                      log_out is not None)
     if workers is None:

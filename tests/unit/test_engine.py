@@ -12,7 +12,7 @@ from dco.config import campaign_from_dict, parse_config_text
 from dco.engine import Engine
 from dco.errors import RequestError
 from dco.feed import parse_feed
-from dco.learning import component_key
+from dco.learning import context_key, decay_stamp, fit_models
 from dco.request import parse_request
 from dco.snapshot import build_snapshot, load_snapshot
 from dco.stats import StatsTable
@@ -108,16 +108,26 @@ def test_exclusions_are_never_violated(engine):
         assert not any(p <= chosen for p in pairs)
 
 
-def test_component_thompson_learns_the_winning_headline(engine):
-    # GIVEN stats where headline h07 has a much better click rate than the rest
-    # (overall and within the request's context values, as fold counts them)
-    components = {}
-    for i in range(1, 13):
-        row = [5000, 400 if i == 7 else 50, 0, 0.0]
-        for context in (None, ("region", "pnw"), ("device", "mobile")):
-            components[component_key("cr-retail", "headline", f"h{i:02d}", context)] = row
-    stats = StatsTable.from_object({"version": 1, "campaign": "retail-demo", "arms": {}, "components": components})
-    # WHEN non-holdout requests are decided
+def test_the_learner_finds_the_winning_headline_in_the_request_context(engine):
+    # GIVEN published stats whose counters (in the request's learning context, as fold counts them) show headline
+    # h07 clicking much better than the rest, and the model publish-stats fits from them
+    import random
+
+    creative = engine.campaign.creatives["cr-retail"]
+    slots = [[v.id for v in variants if v.rules is None] for variants in creative.slots.values()]
+    rnd = random.Random(3)
+    rows: dict[str, list] = {}
+    epoch, weight = decay_stamp(1_800_000_000 - 3600)  # counted an hour ago, in the discounted sums too
+    for _ in range(3000):
+        combo = [rnd.choice(ids) for ids in slots]
+        key = context_key("cr-retail|" + ".".join(combo), {"region": "pnw", "device": "mobile"}.items())
+        clicks = 16 if combo[0] == "h07" else 2
+        rows[key] = [200, clicks, 0, 0.0]
+        rows[f"{key}#d{epoch}"] = [200 * weight, clicks * weight, 0, 0.0]
+    obj = {"version": 2, "campaign": "retail-demo", "updated_at": 1_800_000_000, "arms": {}, "contexts": rows}
+    obj["models"] = fit_models(rows, obj["updated_at"])
+    stats = StatsTable.from_object(obj)
+    # WHEN non-holdout requests from that context are decided
     picks = collections.Counter()
     for s in range(200):
         d = engine.decide(req(region="pnw", rid=f"t{s}"), stats, seed=s)
@@ -154,7 +164,9 @@ def test_explain_trace_names_rules_scores_and_samples(engine):
     t = d.explain
     assert t["targeting"]["theme"] == "th-california"
     assert "geo.region=california" in t["targeting"]["matched_rules"]
-    assert set(t["slots"]) == {"headline", "image", "cta", "offer"}
+    assert set(t["slots"]["chosen"]) == {"headline", "image", "cta", "offer"}
+    assert t["slots"]["method"] == "model" and t["slots"]["context"] == {"region": "california", "device": "mobile"}
+    assert 0 < t["slots"]["propensity"] <= 1
     assert t["choice"]["arm"] == "cr-retail"
 
 

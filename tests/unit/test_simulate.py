@@ -10,7 +10,6 @@ import pytest
 # The simulator and the report are developer tools built on numpy (and matplotlib); the pure-Python pass
 # (--pure-python) covers the runtime core only, and these tests run in the accelerated pass.
 np = pytest.importorskip("numpy", reason="developer tool needing numpy; covered by the accelerated run")
-from dco.learning import LearningParams  # noqa: E402
 from dco_local.evaluate import estimate, read_log  # noqa: E402
 from dco_local.simulate import ScenarioError, Truth, load_scenario, scenario_from_dict, simulate  # noqa: E402
 
@@ -81,7 +80,7 @@ def test_run_is_deterministic_and_complete(tmp_path):
     assert estimate(log, "logged")["ipw"]["value"] == pytest.approx(sum(log.rewards) / 1500)
 
 
-def test_component_learning_finds_the_region_specific_best_image():
+def test_the_learner_finds_the_region_specific_best_image():
     # GIVEN i3 is best in pnw and i1 in southeast, the headline does not matter
     scenario = scenario_from_dict({
         "name": "regional", "impressions": 12000, "stats_refresh": 500,
@@ -92,16 +91,28 @@ def test_component_learning_finds_the_region_specific_best_image():
             {"when": {"region": "southeast", "image": "i1"}, "logit": 1.5},
         ]},
     })
-    # WHEN the product's default optimizer plays it
+    # WHEN the product's learner plays it
     result = simulate(scenario, "dco", seed=7)
-    comps = result.stats_object["components"]
+    rows = result.stats_object["contexts"]
 
     def top(region: str) -> str:
-        return max(["i1", "i2", "i3", "i4"], key=lambda v: comps.get(f"cr-sim|image=i{v[1]}@region={region}", [0])[0])
+        served = {v: sum(r[0] for k, r in rows.items() if k.startswith(f"cr-sim|{v}.") and k.endswith(f"@region={region}"))
+                  for v in ("i1", "i2", "i3", "i4")}
+        return max(served, key=served.get)
 
-    # THEN each region serves its own best image most
+    # THEN each region serves its own best image most, and the published model says why
     assert (top("pnw"), top("southeast")) == ("i3", "i1")
     assert result.summary["tail_ctr"] > 1.5 * result.summary["random_ctr"]
+    assert result.summary["share_of_oracle"] > 0.8 and result.summary["tail_share_of_oracle"] > 0.9
+    model = result.stats_object["models"]["cr-sim"]["click"]
+    assert model["dims"] == ["region"] and len(model["memories"]) == 2
+
+
+def test_reference_learners_play_and_random_is_random():
+    scenario = scenario_from_dict(dict(TINY, drift=[]))
+    for policy in ("per-arm-ts", "per-slot-ts"):
+        s = simulate(scenario, policy, impressions=3000, seed=2).summary
+        assert s["policy"] == policy and s["share_of_oracle"] > s["random_share_of_oracle"]
 
 
 def test_random_policy_matches_random_ctr():
@@ -110,20 +121,21 @@ def test_random_policy_matches_random_ctr():
     assert abs(s["ctr"] - s["random_ctr"]) < 4 * se
 
 
-def test_published_stats_carry_the_newest_combination_buckets_only():
-    # GIVEN a run over several simulated days
-    scenario = scenario_from_dict({**TINY, "impressions_per_day": 500})
-    params = LearningParams(arm_buckets=2)
-    obj = simulate(scenario, "dco", impressions=3000, seed=1, params=params).stats_object
-    buckets = {int(k.rpartition("#e")[2]) for k in obj["arms"] if "#e" in k}
-    comp_buckets = {int(k.rpartition("#e")[2]) for k in obj["components"] if "#e" in k}
-    # THEN the combination counters keep two buckets, the component counters more
-    assert len(buckets) == 2 and max(buckets) == max(comp_buckets) and len(comp_buckets) > 2
+def test_published_stats_carry_the_newest_epochs_of_discounted_sums_only():
+    # GIVEN a run over more than two epochs of the recent memory's discounted sums
+    from dco.learning.contract import EPOCH_S, KEEP_EPOCHS
+
+    days = 3 * EPOCH_S // 86400
+    scenario = scenario_from_dict({**TINY, "drift": [], "impressions_per_day": 3000 // days})
+    obj = simulate(scenario, "dco", impressions=3000, seed=1).stats_object
+    epochs = {int(k.rpartition("#d")[2]) for k in obj["contexts"] if "#d" in k}
+    # THEN the object keeps the newest epochs only, as the fold and publish-stats do
+    assert len(epochs) == KEEP_EPOCHS and max(epochs) - min(epochs) == KEEP_EPOCHS - 1
+    assert all(isinstance(x, int) for k, row in obj["contexts"].items() for x in row[:3])
 
 
-def test_cached_draw_tables_give_the_same_decisions_as_fresh_ones():
-    # GIVEN the published stats of a short run of `interactions` (combination counters: partner fit, pair terms
-    # and look-ahead all in play) and the simulator's engine
+def test_cached_tables_give_the_same_decisions_as_fresh_ones():
+    # GIVEN the published stats (with their models) of a short run of `interactions` and the simulator's engine
     from dco import learning
     from dco.device import Device
     from dco.request import AdRequest, Geo
@@ -139,15 +151,13 @@ def test_cached_draw_tables_give_the_same_decisions_as_fresh_ones():
         for i, (r, d) in enumerate([(r, d) for r in ("pnw", "southeast") for d in ("mobile", "desktop")] * 5)
     ]
     warm = StatsTable.from_trusted(obj)
-    # WHEN many decisions share one stats table (draw tables, per-partner tables, pair factors and fits cached
-    # across decisions), and some of them are replayed on a fresh table each (everything built for that one)
+    # WHEN many decisions share one stats table (decision tables and model views cached across decisions), and
+    # some of them are replayed on a fresh table each (everything built for that one)
     decisions = {seed: engine.decide(requests[seed % len(requests)], warm, seed=seed) for seed in range(600)}
     for seed in range(0, 600, 15):
         fresh = StatsTable.from_object(obj) if seed % 2 else StatsTable.from_trusted(obj)
         # THEN the decisions are identical
         assert engine.decide(requests[seed % len(requests)], fresh, seed=seed) == decisions[seed]
-    tables = next(v for k, v in warm.memo.items() if k[0] == "learning.tables")
-    assert sum(1 for key in tables[1] if key[-1]) > 20  # many per-partner tables were built and reused
     assert len({d.variants for d in decisions.values()}) > 5
 
 
@@ -178,6 +188,76 @@ def test_worker_processes_give_the_same_run_as_one(tmp_path):
     assert simulate(scenario, "dco", impressions=2600, seed=5, workers=9).summary["workers"] == 4
 
 
+def test_suite_runs_every_scenario_with_the_references_and_summarizes_per_family(tmp_path):
+    from dco_local.cli import main
+    from dco_local.scenarios import write_suite
+
+    write_suite(tmp_path / "suite", ["main", "flat"], 1, 3)
+    out = tmp_path / "runs.jsonl"
+    assert main(["simulate", "--suite", str(tmp_path / "suite"), "--seeds", "1-2", "--scale", "0.02", "--workers",
+                 "2", "--json", "--out", str(out)]) == 0
+    runs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(runs) == 2 * 2 * 3  # scenarios x seeds x (dco, per-arm-ts, per-slot-ts)
+    assert {(r["family"], r["policy"]) for r in runs} == {
+        (f, p) for f in ("main", "flat") for p in ("dco", "per-arm-ts", "per-slot-ts")}
+    flat = [r for r in runs if r["family"] == "flat"]
+    assert all(r["share_of_oracle"] == pytest.approx(1.0) for r in flat)  # nothing to learn, nothing lost
+
+
+def test_suite_summary_takes_medians_and_the_worst_scenario():
+    from dco_local.suite import parse_seeds, summarize
+
+    def run(file, seed, share, tail):
+        return {"family": "main", "policy": "dco", "file": file, "seed": seed, "share_of_oracle": share,
+                "tail_share_of_oracle": tail, "random_share_of_oracle": 0.3, "ctr_over_oracle": share,
+                "impressions_per_second": 100}
+
+    runs = [run("a", 1, 0.9, 0.95), run("a", 2, 0.8, 0.97), run("b", 1, 0.6, 0.9), run("b", 2, 0.7, 0.92)]
+    main = summarize(runs)["main"]["dco"]
+    assert main["share"] == pytest.approx(0.75) and main["share_worst"] == pytest.approx(0.65)
+    assert main["tail"] == pytest.approx(0.935) and main["tail_worst"] == pytest.approx(0.91)
+    assert parse_seeds("1-3,7") == [1, 2, 3, 7]
+    from dco_local.suite import SuiteError
+
+    for bad in ("", "3-1", "x"):
+        with pytest.raises(SuiteError, match="--seeds"):
+            parse_seeds(bad)
+
+
+def test_suite_and_generator_errors_name_the_parameter(tmp_path, capsys):
+    from dco_local.cli import main
+
+    assert main(["simulate", "--suite", str(tmp_path / "none")]) == 2
+    assert "--suite" in capsys.readouterr().err
+    assert main(["scenarios", "generate", "--family", "nope", "--out", str(tmp_path)]) == 2
+    assert "--family" in capsys.readouterr().err
+    assert main(["scenarios", "generate", "--count", "0", "--out", str(tmp_path)]) == 2
+    assert "--count" in capsys.readouterr().err
+    assert main(["simulate"]) == 2
+    assert "--scenario" in capsys.readouterr().err
+
+
+def test_generated_families_are_deterministic_valid_and_span_their_ranges(tmp_path):
+    from dco_local.scenarios import FAMILIES, generate
+
+    for family in FAMILIES:
+        for index in range(1, 6):
+            a = generate(family, index, 7)
+            assert a == generate(family, index, 7)
+            s = scenario_from_dict(a)  # valid scenario files
+            assert s.impressions >= 150_000 and s.stats_refresh >= 1000
+            if family == "flat":
+                assert not a["truth"]["terms"]
+            if family == "drift":
+                assert 1 <= len(a["drift"]) <= 2
+            if family == "realistic":
+                assert 0.002 <= sigmoid(a["truth"]["base_logit"]) <= 0.0101 and s.impressions >= 1_000_000
+                assert all(abs(t["logit"]) <= 0.8 for t in a["truth"]["terms"])
+            if family == "wide":
+                assert len(a["slots"]["image"]) >= 30
+    assert generate("main", 1, 1) != generate("main", 1, 2)
+
+
 def test_a_failing_worker_is_named_and_every_worker_ends(monkeypatch):
     import multiprocessing
 
@@ -206,3 +286,21 @@ def test_workers_must_be_at_least_one(capsys):
     assert exc.value.code == 2 and "--workers" in capsys.readouterr().err
     with pytest.raises(ScenarioError, match="--workers"):
         simulate(scenario_from_dict(TINY), "dco", impressions=100, workers=0)
+
+
+def test_pure_python_flag_plays_the_engine_without_numpy_and_decides_alike(tmp_path):
+    """``dco simulate --pure-python`` runs the engine (fit, tables, decisions) on its pure-Python path; on the same
+    seed the two runs make the same decisions here (the paths agree to rounding: test_learning_parity.py)."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "tiny.json"
+    path.write_text(json.dumps(dict(TINY, drift=[], impressions=2500)))
+    outs = {}
+    for flag in ([], ["--pure-python"]):
+        proc = subprocess.run([sys.executable, "-m", "dco_local.cli", "simulate", "--scenario", str(path), "--json",
+                               "--seed", "4", *flag], capture_output=True, text=True, timeout=600, check=True)
+        outs[bool(flag)] = json.loads(proc.stdout)
+    assert outs[True]["engine"] == "pure-python" and outs[False]["engine"] == "numpy"
+    same = ("clicks", "share_of_oracle", "tail_share_of_oracle", "regret", "holdout_impressions")
+    assert {k: outs[True][k] for k in same} == {k: outs[False][k] for k in same}

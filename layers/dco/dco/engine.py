@@ -484,11 +484,13 @@ class Engine:
                 )
             elif self.assembly == "per-arm":
                 result = learning.choose_per_arm(
-                    stats, creative.id, ids, creative.exclusions, context, campaign.objective, rng, prior=campaign.prior
+                    stats, creative.id, ids, creative.exclusions, context, campaign.objective, rng,
+                    prior=campaign.prior, params=self.learning_params,
                 )
             else:
                 result = learning.choose_per_slot(
-                    stats, creative.id, ids, creative.exclusions, context, campaign.objective, rng, prior=campaign.prior
+                    stats, creative.id, ids, creative.exclusions, context, campaign.objective, rng,
+                    prior=campaign.prior, params=self.learning_params,
                 )
             if result.variants is None:
                 return None, 0.0

@@ -21,9 +21,11 @@ Two backends, each deterministic on its own:
   output, 53-bit doubles, Lemire's bounded integers on buffered 32-bit halves; tests/unit/test_rng.py compares
   them). The first ``betas``, larger ``integers`` or ``generator`` call hands that state to the shared
   generator, and from then on everything goes through numpy.
-* numpy absent (``--pure-python``, Pyodide without wheels): ``random.Random(seed)``.
-
-The two backends give different numbers for the same seed; that is expected and documented in docs/rotation.md.
+* numpy absent (``--pure-python``, Pyodide without wheels): :class:`PureRng` steps the same PCG64 in Python, so
+  ``random()`` and ``integers(n)`` (``n < 2**32``) give the numbers numpy gives for the same seed: the learner's
+  decisions (one ``random()`` each, dco.learning.draws) are the same on both paths. Its Beta draws (arm-level
+  Thompson sampling of product and creative arms) come from ``random.Random`` seeded from the seed, so those
+  differ from numpy's (docs/rotation.md).
 """
 
 from __future__ import annotations
@@ -206,24 +208,52 @@ class NumpyRng:
 
 
 class PureRng:
-    """Standard-library backend (``random.Random``)."""
+    """Standard-library backend: PCG64 stepped in Python for ``random()`` and ``integers(n)`` (the numbers numpy
+    gives for the same seed, :class:`NumpyRng`'s detached path), ``random.Random`` for Beta draws."""
 
-    __slots__ = ("_r",)
+    __slots__ = ("_seed", "_state", "_half", "_r")
 
     def __init__(self, seed: int) -> None:
-        self._r = _random.Random(seed)
+        self._seed = seed
+        self._state: int | None = None
+        self._half = -1
+        self._r: _random.Random | None = None
 
     def random(self) -> float:
-        return self._r.random()
+        state = ((_pcg_start(self._seed) if self._state is None else self._state) * _PCG_MULT + _PCG_INC) & _M128
+        self._state = state
+        high = state >> 64
+        x = (high ^ state) & _M64
+        rot = high >> 58
+        return ((((x >> rot) | (x << (64 - rot))) & _M64) >> 11) * _DOUBLE
 
     def betas(self, alpha: Sequence[float], beta: Sequence[float], rows: int | None = None) -> Any:
+        if self._r is None:
+            self._r = _random.Random(self._seed)
         bv = self._r.betavariate
         if rows is not None:
             return [[bv(a, b) for a, b in zip(alpha, beta, strict=True)] for _ in range(rows)]
         return [bv(a, b) for a, b in zip(alpha, beta, strict=True)]
 
     def integers(self, n: int) -> int:
-        return self._r.randrange(n)
+        if type(n) is not int or not 1 <= n <= 0xFFFFFFFF:
+            if self._r is None:
+                self._r = _random.Random(self._seed)
+            return self._r.randrange(n)
+        if n == 1:
+            return 0
+        if self._state is None:
+            self._state = _pcg_start(self._seed)
+        m = self._next32() * n
+        leftover = m & 0xFFFFFFFF
+        if leftover < n:
+            threshold = (0xFFFFFFFF - (n - 1)) % n
+            while leftover < threshold:
+                m = self._next32() * n
+                leftover = m & 0xFFFFFFFF
+        return m >> 32
+
+    _next32 = NumpyRng._next32
 
 
 def make_rng(seed: int) -> Rng:

@@ -3,7 +3,7 @@ assembled creative's variants (docs/learning.md).
 
 Rooms::
 
-    contract   counter keys, the fold's time buckets, the stats object's sections and version, bucket pruning
+    contract   counter keys, the fold's discounted sums, the stats object's sections and version, pruning
                (imported by fold, publish-stats, the simulator and reports)
     context    the learning context of a request (the campaign's learning dimensions)
     params     LearningParams: the model's named, validated parameters
@@ -14,8 +14,8 @@ Rooms::
 
 Data flow::
 
-    beacon ──> fold: contract.counter_keys ──> Counters (ctx:<combination>@<context>, daily buckets in the item)
-           ──> publish-stats: merge by maximum, contract.prune_buckets, model.fit_models ──> stats["models"]
+    beacon ──> fold: contract.counter_keys ──> Counters (ctx:<combination>@<context>, discounted sums in the item)
+           ──> publish-stats: merge by maximum, contract.prune_epochs, model.fit_models ──> stats["models"]
            ──> decide: policy.choose ──> draws.build_table (once per stats refresh) ──> one row per decision
 """
 
@@ -23,16 +23,15 @@ from __future__ import annotations
 
 from dco.learning.context import DEFAULT_DIMENSIONS, daypart, is_dimension, learning_context, model_context
 from dco.learning.contract import (
-    BUCKET_S,
-    BUCKET_SUFFIX,
-    KEEP_BUCKETS,
-    PUBLISHED_BUCKETS,
+    DECAY_SUFFIX,
+    KEEP_EPOCHS,
+    RECENT_HALF_LIFE_S,
     STATS_VERSION,
-    bucket_of,
     context_key,
     counter_keys,
+    decay_stamp,
     parse_context_key,
-    prune_buckets,
+    prune_epochs,
 )
 from dco.learning.model import KeyParser, fit_models
 from dco.learning.params import DEFAULT_PARAMS, LearningParams
@@ -41,17 +40,15 @@ from dco.learning.view import StatsView
 
 __all__ = [
     "Assembly",
-    "BUCKET_S",
-    "BUCKET_SUFFIX",
+    "DECAY_SUFFIX",
     "DEFAULT_DIMENSIONS",
     "DEFAULT_PARAMS",
-    "KEEP_BUCKETS",
+    "KEEP_EPOCHS",
     "KeyParser",
     "LearningParams",
-    "PUBLISHED_BUCKETS",
+    "RECENT_HALF_LIFE_S",
     "STATS_VERSION",
     "StatsView",
-    "bucket_of",
     "choose",
     "choose_per_arm",
     "choose_per_slot",
@@ -59,12 +56,13 @@ __all__ = [
     "context_key",
     "counter_keys",
     "daypart",
+    "decay_stamp",
     "fit_models",
     "is_dimension",
     "learning_context",
     "model_context",
     "parse_context_key",
-    "prune_buckets",
+    "prune_epochs",
 ]
 
 

@@ -12,22 +12,26 @@ Counter keys (the ``pk`` suffix ``<campaign>#<key>`` in the Counters table, docs
                                   a steered (not holdout) decision of an assembled creative within its learning
                                   context: the campaign's learning dimensions present in the request, sorted by
                                   name, values escaped (:func:`escape_value`): ``ctx:cr|h1.i2@device=mobile@region=pnw``.
-                                  The learner's data (dco.learning.model). It has daily time buckets.
+                                  The learner's data (dco.learning.model). It also keeps time-discounted sums.
 
-A time bucket is ``ts // BUCKET_S`` (days since the epoch) of the event's time. The fold keeps a counter's
-buckets in the counter's own item as attributes ``e<bucket><i|c|n|v>`` (:func:`bucket_attribute`), added in the
-same write as its totals; an item keeps its newest :data:`KEEP_BUCKETS` buckets.
+Time-discounted evidence, exactly once: besides its totals, a ``ctx:`` counter sums each event's weight
+``2 ** ((ts - epoch start) / RECENT_HALF_LIFE_S)`` (an integer: times :data:`WEIGHT_SCALE`, rounded), per epoch of
+:data:`EPOCH_S` (eight half-lives, so a weight stays under ``2 ** 8``), as attributes ``d<epoch><i|c|n>`` of its
+item (:func:`decay_attribute`), added in the same write as its totals. The sums only grow (counters stay
+monotone: they merge by maximum and fold exactly once), and at any time ``now`` an epoch's sum times
+``2 ** ((epoch start - now) / RECENT_HALF_LIFE_S)`` is the evidence weighted ``0.5 ** (age / half-life)``
+(:func:`decay_factor`). An item keeps its newest :data:`KEEP_EPOCHS` epochs (older ones weigh under 0.4 %).
 
 The stats object (msgpack in ``stats/<campaign>.msgpack``; version :data:`STATS_VERSION`)::
 
     {"version": 2, "campaign": "c1", "updated_at": 1700000000,
      "arms":     {"<arm key>": [impressions, clicks, conversions, value], ...},
      "splits":   {"holdout": [...], "optimized": [...]},
-     "contexts": {"<combination>@<dim>=<value>...": [...], "<same>#e<bucket>": [...], ...},
+     "contexts": {"<combination>@<dim>=<value>...": [...], "<same>#d<epoch>": [di, dc, dn, 0], ...},
      "models":   {"<creative>": {"click": <model>, "conversion": <model>}}}
 
-``arms``, ``splits`` and ``contexts`` hold the counters without their prefix (``contexts`` also one row per time
-bucket, ``#e<bucket>``, only the newest :data:`PUBLISHED_BUCKETS`); counts are absolute and only grow, so two
+``arms``, ``splits`` and ``contexts`` hold the counters without their prefix (``contexts`` also one row per epoch
+of discounted sums, ``#d<epoch>``, the newest :data:`KEEP_EPOCHS`); counts are absolute and only grow, so two
 objects merge by element-wise maximum. ``models`` is derived: publish-stats fits it after every merge
 (dco.learning.model documents its shape); it is never merged, only replaced.
 
@@ -47,22 +51,24 @@ __all__ = [
     "COUNTER_SECTIONS",
     "SECTIONS",
     "PREFIX_TO_SECTION",
-    "BUCKET_S",
-    "BUCKET_SUFFIX",
-    "KEEP_BUCKETS",
-    "PUBLISHED_BUCKETS",
-    "BUCKET_FIELDS",
+    "RECENT_HALF_LIFE_S",
+    "EPOCH_S",
+    "WEIGHT_SCALE",
+    "KEEP_EPOCHS",
+    "DECAY_SUFFIX",
+    "DECAY_FIELDS",
     "ContextKey",
     "escape_value",
     "unescape_value",
     "context_key",
     "parse_context_key",
     "counter_keys",
-    "bucket_of",
-    "bucket_attribute",
-    "bucket_field",
-    "split_bucket",
-    "prune_buckets",
+    "decay_stamp",
+    "decay_factor",
+    "decay_attribute",
+    "decay_field",
+    "split_decay",
+    "prune_epochs",
 ]
 
 STATS_VERSION = 2
@@ -73,14 +79,13 @@ SECTIONS = (*COUNTER_SECTIONS, "models")
 # Counter key prefix -> stats object section (other prefixes are not published).
 PREFIX_TO_SECTION: dict[str, str] = {"arm:": "arms", "split:": "splits", "ctx:": "contexts"}
 
-BUCKET_S = 86_400  # a time bucket is one UTC day
-BUCKET_SUFFIX = "#e"
-KEEP_BUCKETS = 14  # the buckets a Counters item keeps (older ones are removed in the write that sees them)
-# The buckets the stats object carries: the learner's recent memory halves every day (LearningParams), so a bucket
-# a week old weighs under 1 % there; older buckets only grow the object.
-PUBLISHED_BUCKETS = 7
-BUCKET_FIELDS = ("i", "c", "n", "v")  # impressions, clicks, conversions, value
-_BUCKET_ATTRIBUTE = re.compile(r"e(\d{1,12})([icnv])")
+RECENT_HALF_LIFE_S = 86_400  # the half-life of the learner's recent memory (dco.learning.model)
+EPOCH_S = 8 * RECENT_HALF_LIFE_S
+WEIGHT_SCALE = 1 << 16  # discounted sums are integers: weights times this, rounded
+KEEP_EPOCHS = 2  # epochs an item and the stats object keep (an epoch ago, a weight is 2 ** -8)
+DECAY_SUFFIX = "#d"
+DECAY_FIELDS = ("i", "c", "n")  # discounted impressions, clicks, conversions
+_DECAY_ATTRIBUTE = re.compile(r"d(\d{1,12})([icn])")
 
 # Context values are escaped into keys: anything but lowercase letters, digits, '-' and '_' becomes %XX (UTF-8),
 # so '@', '=', '.', '|', '#' and '%' in a value can never change how a key parses.
@@ -88,6 +93,7 @@ _SAFE = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_")
 MAX_VALUE_LENGTH = 96  # an escaped value longer than this is not counted (the dimension is left out)
 DIMENSION_PATTERN = r"(region|device|country|daypart|context\.[a-z0-9_]{1,32})"
 _DIMENSION = re.compile(DIMENSION_PATTERN)
+_ESCAPED = re.compile(r"[a-z0-9_%A-F-]{1,96}")  # escape_value's output: safe characters and %XX (upper-case hex)
 
 
 def escape_value(value: str) -> str:
@@ -149,13 +155,13 @@ def context_key(arm: str, context: Iterable[tuple[str, str]]) -> str:
 
 
 def parse_context_key(key: str) -> ContextKey | None:
-    """``(creative, variants, context)`` of a ``contexts`` key (bucket suffix allowed and ignored); None for a key
+    """``(creative, variants, context)`` of a ``contexts`` key (epoch suffix allowed and ignored); None for a key
     that is not one (no ``|``, a malformed dimension).
 
-    >>> tuple(parse_context_key("cr|h1.i2@device=mobile@region=pnw#e20001"))
+    >>> tuple(parse_context_key("cr|h1.i2@device=mobile@region=pnw#d2551"))
     ('cr', ('h1', 'i2'), (('device', 'mobile'), ('region', 'pnw')))
     """
-    base = key.partition(BUCKET_SUFFIX)[0]
+    base = key.partition(DECAY_SUFFIX)[0]
     head, bar, rest = base.partition("|")
     if not bar or not head:
         return None
@@ -165,7 +171,7 @@ def parse_context_key(key: str) -> ContextKey | None:
     context = []
     for item in dims:
         dim, eq, value = item.partition("=")
-        if not eq or not value or not _DIMENSION.fullmatch(dim):
+        if not eq or not _DIMENSION.fullmatch(dim) or not _ESCAPED.fullmatch(value):
             return None
         context.append((dim, value))
     return ContextKey((head, tuple(combo.split(".")), tuple(context)))
@@ -184,8 +190,8 @@ def counter_keys(
     ``variants`` are the ``"slot=variant"`` strings a tracking token carries (present for assembled creatives);
     ``context`` the learning context of the request (``{dimension: value}``, as the token carries it). Holdout
     traffic counts per arm and in ``split:holdout`` but never in ``ctx:``: the learner learns from the traffic it
-    steers, and the holdout stays a clean uniform control. The ``ctx:`` counter has daily time buckets
-    (:func:`bucket_of` of the event's time), which the fold stores in its item.
+    steers, and the holdout stays a clean uniform control. The ``ctx:`` counter also keeps discounted sums
+    (:func:`decay_stamp` of the event's time), which the fold stores in its item.
 
     >>> counter_keys(arm="cr|h1.i2", creative="cr", variants=["headline=h1", "image=i2"], context={"region": "pnw"})
     ['arm:cr|h1.i2', 'arm:cr', 'split:optimized', 'ctx:cr|h1.i2@region=pnw']
@@ -202,60 +208,76 @@ def counter_keys(
     return keys
 
 
-def bucket_of(ts: int) -> int:
-    """The time bucket (UTC day number) of unix time ``ts``."""
-    return int(ts) // BUCKET_S
+def decay_stamp(ts: int) -> tuple[int, int]:
+    """``(epoch, weight)`` of an event at unix time ``ts``: the integer weight of its time-discounted sums.
 
-
-def bucket_attribute(bucket: int, index: int) -> str:
-    """The item attribute of field ``index`` (0 impressions, 1 clicks, 2 conversions, 3 value) of a time bucket.
-
-    >>> bucket_attribute(20001, 1)
-    'e20001c'
+    >>> decay_stamp(0), decay_stamp(86_400), decay_stamp(8 * 86_400)
+    ((0, 65536), (0, 131072), (1, 65536))
     """
-    return f"e{bucket}{BUCKET_FIELDS[index]}"
+    ts = int(ts)
+    epoch = ts // EPOCH_S
+    return epoch, round(2.0 ** ((ts - epoch * EPOCH_S) / RECENT_HALF_LIFE_S) * WEIGHT_SCALE)
 
 
-def bucket_field(name: str) -> tuple[int, int] | None:
-    """``(bucket, field index)`` of a time-bucket attribute name (:func:`bucket_attribute`), None for any other.
+def decay_factor(epoch: int, now: float) -> float:
+    """What an epoch's integer sums are multiplied by to give the evidence discounted to ``now``.
 
-    >>> bucket_field("e20001c"), bucket_field("impressions"), bucket_field("e12")
-    ((20001, 1), None, None)
+    >>> round(decay_factor(0, 86_400) * decay_stamp(0)[1], 6)  # an event a day old weighs a half
+    0.5
     """
-    if name[:1] != "e":
+    return 2.0 ** ((epoch * EPOCH_S - float(now)) / RECENT_HALF_LIFE_S) / WEIGHT_SCALE
+
+
+def decay_attribute(epoch: int, index: int) -> str:
+    """The item attribute of field ``index`` (0 impressions, 1 clicks, 2 conversions) of an epoch's sums.
+
+    >>> decay_attribute(2551, 1)
+    'd2551c'
+    """
+    return f"d{epoch}{DECAY_FIELDS[index]}"
+
+
+def decay_field(name: str) -> tuple[int, int] | None:
+    """``(epoch, field index)`` of a discounted-sum attribute name (:func:`decay_attribute`), None for any other.
+
+    >>> decay_field("d2551c"), decay_field("clicks"), decay_field("d12")
+    ((2551, 1), None, None)
+    """
+    if name[:1] != "d":
         return None
-    match = _BUCKET_ATTRIBUTE.fullmatch(name)
-    return None if match is None else (int(match.group(1)), BUCKET_FIELDS.index(match.group(2)))
+    match = _DECAY_ATTRIBUTE.fullmatch(name)
+    return None if match is None else (int(match.group(1)), DECAY_FIELDS.index(match.group(2)))
 
 
-def split_bucket(key: str) -> tuple[str, int | None]:
-    """``(key without its bucket suffix, bucket)``; bucket None for a key without one (or a malformed one).
+def split_decay(key: str) -> tuple[str, int | None]:
+    """``(key without its epoch suffix, epoch)``; epoch None for a key without one (or a malformed one).
 
-    >>> split_bucket("cr|a.b@region=x#e20001"), split_bucket("cr|a.b")
-    (('cr|a.b@region=x', 20001), ('cr|a.b', None))
+    >>> split_decay("cr|a.b@region=x#d2551"), split_decay("cr|a.b")
+    (('cr|a.b@region=x', 2551), ('cr|a.b', None))
     """
-    head, sep, tail = key.rpartition(BUCKET_SUFFIX)
+    head, sep, tail = key.rpartition(DECAY_SUFFIX)
     if sep and head and tail.isdigit() and tail.isascii():
         return head, int(tail)
     return key, None
 
 
-def prune_buckets(obj: dict[str, Any], keep: int = PUBLISHED_BUCKETS) -> dict[str, Any]:
-    """Drop the ``contexts`` bucket rows (``...#e<bucket>``) older than the newest ``keep`` buckets of the object.
+def prune_epochs(obj: dict[str, Any], keep: int = KEEP_EPOCHS) -> dict[str, Any]:
+    """Drop the ``contexts`` rows of discounted sums (``...#d<epoch>``) older than the newest ``keep`` epochs of
+    the object.
 
-    The newest bucket is the highest one present, so pruning after every merge keeps the merge order-free and
-    idempotent (a bucket once out of the window stays out). The simulator publishes through the same function.
+    The newest epoch is the highest one present, so pruning after every merge keeps the merge order-free and
+    idempotent (an epoch once out of the window stays out). The simulator publishes through the same rule.
     Returns ``obj``.
     """
     rows = obj.get("contexts") or {}
-    buckets = {}
+    epochs = {}
     for key in rows:
-        _, bucket = split_bucket(key)
-        if bucket is not None:
-            buckets[key] = bucket
-    if buckets:
-        newest = max(buckets.values())
-        for key, bucket in buckets.items():
-            if bucket <= newest - keep:
+        _, epoch = split_decay(key)
+        if epoch is not None:
+            epochs[key] = epoch
+    if epochs:
+        newest = max(epochs.values())
+        for key, epoch in epochs.items():
+            if epoch <= newest - keep:
                 del rows[key]
     return obj

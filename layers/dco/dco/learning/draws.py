@@ -165,13 +165,16 @@ def _cold_prior(params: LearningParams) -> float:
 
 
 class Table:
-    """A decision table: per row the winning combination (variant ids, None when no combination is allowed), and
-    per distinct winner its share of rows."""
+    """A decision table: per row the winning combination (variant ids, None when no combination is allowed), the
+    memory it drew from and its drawn click logit (``scores``; reference learners: empty), and per distinct winner
+    its share of rows."""
 
-    __slots__ = ("winners", "share", "rows", "memories")
+    __slots__ = ("winners", "share", "rows", "memories", "scores")
 
-    def __init__(self, winners: list[tuple[str, ...] | None], memories: list[int]) -> None:
+    def __init__(self, winners: list[tuple[str, ...] | None], memories: list[int],
+                 scores: list[float] | None = None) -> None:
         self.winners = winners
+        self.scores = scores or []
         self.rows = len(winners)
         self.memories = memories
         counts: dict[tuple[str, ...] | None, int] = {}
@@ -272,12 +275,12 @@ def build_table(
     idents_p = {(s, t): [_hash64(f"p:{s}:{t}:{a}:{b}") for a in eligible[s] for b in eligible[t]] for s, t in pairs}
     weights = view.weights
     if use_np:
-        winners, mems = _table_np(seed, rows, weights, u_mean, u_var, pairs, p_mean, p_var, excluded, idents_u,
-                                  idents_p, eligible, params.climb_sweeps)
+        winners, mems, scores = _table_np(seed, rows, weights, u_mean, u_var, pairs, p_mean, p_var, excluded,
+                                          idents_u, idents_p, eligible, params.climb_sweeps)
     else:
-        winners, mems = _table_py(seed, rows, weights, u_mean, u_var, pairs, p_mean, p_var, excluded, idents_u,
-                                  idents_p, eligible, params.climb_sweeps)
-    return Table(winners, mems)
+        winners, mems, scores = _table_py(seed, rows, weights, u_mean, u_var, pairs, p_mean, p_var, excluded,
+                                          idents_u, idents_p, eligible, params.climb_sweeps)
+    return Table(winners, mems, scores)
 
 
 def _exclusion_masks(eligible: Sequence[Sequence[str]],
@@ -313,6 +316,7 @@ def _table_py(seed, rows, weights, u_mean, u_var, pairs, p_mean, p_var, excluded
     slots = len(eligible)
     winners: list[tuple[str, ...] | None] = []
     mems: list[int] = []
+    scores: list[float] = []
     neg = -math.inf
     for k in range(rows):
         m = _memory_of(_uniform_py(seed, k, _MEMORY_ID), weights) if len(weights) > 1 else 0
@@ -422,7 +426,8 @@ def _table_py(seed, rows, weights, u_mean, u_var, pairs, p_mean, p_var, excluded
             if sc > best_score:
                 best_c, best_score = c, sc
         winners.append(None if best_c is None else tuple(eligible[s][best_c[s]] for s in range(slots)))
-    return winners, mems
+        scores.append(best_score)
+    return winners, mems, scores
 
 
 def _table_np(seed, rows, weights, u_mean, u_var, pairs, p_mean, p_var, excluded, idents_u, idents_p, eligible,
@@ -529,4 +534,4 @@ def _table_np(seed, rows, weights, u_mean, u_var, pairs, p_mean, p_var, excluded
     winners: list[tuple[str, ...] | None] = [
         tuple(col[k] for col in cols) if valid[k] else None for k in range(rows)
     ]
-    return winners, mem.tolist()
+    return winners, mem.tolist(), best_score.tolist()

@@ -24,8 +24,9 @@ normals; the rows' linear predictor moves by the change of its mean. Effects wit
 so each group's step is exact in its own coordinates. A fit starts from the previous publication's (``warm``)
 and runs ``warm_sweeps`` sweeps (``cold_sweeps`` from nothing).
 
-Drift: two memories are fitted, all evidence and time-discounted evidence (the daily buckets weighted
-``0.5 ** (age / recent_half_life_s)``); decisions draw from each with the weight of how well it predicted the
+Drift: two memories are fitted, all evidence and time-discounted evidence (weighted ``0.5 ** (age / half-life)``,
+from the fold's discounted sums, dco.learning.contract); decisions draw from each with the weight of how well it
+predicted the
 outcomes that arrived since the previous publication (fixed-share Bayesian mixture). A stationary world keeps
 the first; a changed one moves to the second within a few publications.
 
@@ -54,10 +55,11 @@ from itertools import chain, repeat
 from typing import Any
 
 from dco._accel import np
-from dco.learning.contract import BUCKET_S, parse_context_key, split_bucket
+from dco.learning.contract import RECENT_HALF_LIFE_S, decay_factor, parse_context_key, split_decay
 from dco.learning.params import DEFAULT_PARAMS, LearningParams
 
-__all__ = ["MODEL_VERSION", "Patterns", "KeyParser", "build_patterns", "fit_models", "group_names", "prior_var"]
+__all__ = ["MODEL_VERSION", "Patterns", "KeyParser", "build_patterns", "fit_models", "group_names", "prior_var",
+           "use_numpy", "validate_models"]
 
 MODEL_VERSION = 1
 OBJECTIVES = ("click", "conversion")
@@ -117,19 +119,19 @@ class _Registry:
 
 
 class KeyParser:
-    """The layout of the ``contexts`` keys met so far: per key ``(registry, row, bucket)`` (False: not a key the
+    """The layout of the ``contexts`` keys met so far: per key ``(registry, row, epoch)`` (False: not a key the
     learner reads), per (creative, width) a :class:`_Registry`. Lives as long as the publisher (a warm
     publish-stats container, a simulation run); bounded."""
 
     LIMIT = 1_000_000
     _ROW_BITS = 26
-    _BUCKET_BITS = 22
+    _EPOCH_BITS = 22
 
     def __init__(self) -> None:
         self.keys: dict[str, Any] = {}
         self.registries: dict[tuple[str, int], _Registry] = {}
         self.by_ident: list[_Registry] = []
-        self.codes: dict[str, int] = {}  # key -> packed (registry, row, bucket + 1); -1: not a learner key
+        self.codes: dict[str, int] = {}  # key -> packed (registry, row, epoch + 1); -1: not a learner key
 
     def code(self, key: str) -> int:
         """The packed code of a key (parsing it on first sight)."""
@@ -139,10 +141,10 @@ class KeyParser:
             if not entry:
                 found = -1
             else:
-                reg, row, bucket = entry
-                b = 0 if bucket is None else bucket + 1
-                found = -1 if b >= 1 << self._BUCKET_BITS or row >= 1 << self._ROW_BITS else (
-                    (reg.ident << (self._ROW_BITS + self._BUCKET_BITS)) | (row << self._BUCKET_BITS) | b)
+                reg, row, epoch = entry
+                b = 0 if epoch is None else epoch + 1
+                found = -1 if b >= 1 << self._EPOCH_BITS or row >= 1 << self._ROW_BITS else (
+                    (reg.ident << (self._ROW_BITS + self._EPOCH_BITS)) | (row << self._EPOCH_BITS) | b)
             self.codes[key] = found
         return found
 
@@ -154,12 +156,12 @@ class KeyParser:
                 self.registries.clear()
                 self.by_ident.clear()
                 self.codes.clear()
-            base, bucket = split_bucket(key)
+            base, epoch = split_decay(key)
             parsed = parse_context_key(base)
             if not parsed:
                 found = False
             else:
-                base_entry = self.keys.get(base) if bucket is not None else None
+                base_entry = self.keys.get(base) if epoch is not None else None
                 if base_entry:
                     reg, row = base_entry[0], base_entry[1]
                 else:
@@ -170,9 +172,9 @@ class KeyParser:
                                                                                    len(combo))
                         self.by_ident.append(reg)
                     row = reg.encode(combo, context)
-                    if bucket is not None:
+                    if epoch is not None:
                         self.keys[base] = (reg, row, None)
-                found = (reg, row, bucket)
+                found = (reg, row, epoch)
             self.keys[key] = found
         return found
 
@@ -185,9 +187,11 @@ class Patterns:
     dimension absent); ``rows[i]`` the row's key in the :class:`KeyParser`; ``keys[i]`` its ``contexts`` key;
     ``counts[memory][objective]`` the pair ``(trials, successes)`` of row arrays (lists without numpy)."""
 
-    __slots__ = ("creative", "variants", "dims", "values", "var_idx", "val_idx", "keys", "counts", "impressions")
+    __slots__ = ("creative", "variants", "dims", "values", "var_idx", "val_idx", "keys", "counts", "impressions",
+                 "numpy")
 
-    def __init__(self, creative: str) -> None:
+    def __init__(self, creative: str, numpy: bool) -> None:
+        self.numpy = numpy  # the arrays are numpy arrays (the accelerated fit), else lists (the pure-Python fit)
         self.creative = creative
         self.variants: list[list[str]] = []
         self.dims: list[str] = []
@@ -202,16 +206,9 @@ class Patterns:
         return len(self.keys)
 
 
-def _weights(buckets: Sequence[int], now: float, half_life_s: float) -> dict[int, float]:
-    """Per time bucket the weight of its evidence at ``now``: ``0.5 ** (age / half_life)`` with the age measured
-    from the middle of the part of the bucket that has passed (the current bucket is partial)."""
-    out = {}
-    for b in buckets:
-        start = b * BUCKET_S
-        end = min(now, start + BUCKET_S)
-        age = max(0.0, now - (start + max(end, start)) / 2.0)
-        out[b] = 0.5 ** (age / half_life_s)
-    return out
+def _weights(epochs: Sequence[int], now: float) -> dict[int, float]:
+    """Per epoch, the factor that turns its discounted sums into evidence weighted at ``now``."""
+    return {e: decay_factor(e, now) for e in epochs}
 
 
 def indexed_rows(rows: Mapping[str, Sequence[Any]], parser: KeyParser) -> tuple[list[str], Any, Any]:
@@ -227,15 +224,15 @@ def indexed_rows(rows: Mapping[str, Sequence[Any]], parser: KeyParser) -> tuple[
 
 
 def prune_indexed(rows: dict[str, Any], indexed: tuple[list[str], Any, Any], keep: int) -> tuple[list[str], Any, Any]:
-    """(numpy) :func:`dco.learning.contract.prune_buckets` on rows already indexed (:func:`indexed_rows`): the
+    """(numpy) :func:`dco.learning.contract.prune_epochs` on rows already indexed (:func:`indexed_rows`): the
     same rows dropped from ``rows``; returns the index of the rows kept."""
     assert np is not None
     keys, codes, flat = indexed
-    bplus = np.where(codes >= 0, codes & ((1 << KeyParser._BUCKET_BITS) - 1), 0)
-    if not (bplus > 0).any():
+    eplus = np.where(codes >= 0, codes & ((1 << KeyParser._EPOCH_BITS) - 1), 0)
+    if not (eplus > 0).any():
         return indexed
-    newest = int(bplus.max()) - 1
-    old = (bplus > 0) & (bplus - 1 <= newest - keep)
+    newest = int(eplus.max()) - 1
+    old = (eplus > 0) & (eplus - 1 <= newest - keep)
     if not old.any():
         return indexed
     for i in np.nonzero(old)[0].tolist():
@@ -249,12 +246,12 @@ def _build_patterns_np(indexed: tuple[list[str], Any, Any], now: float, params: 
     """(numpy) :func:`build_patterns` on rows already indexed: the same patterns, with vector gathers."""
     assert np is not None
     keys, codes, flat = indexed
-    shift = KeyParser._ROW_BITS + KeyParser._BUCKET_BITS
+    shift = KeyParser._ROW_BITS + KeyParser._EPOCH_BITS
     valid = codes >= 0
     reg_id = np.where(valid, codes >> shift, -1)
-    row = (codes >> KeyParser._BUCKET_BITS) & ((1 << KeyParser._ROW_BITS) - 1)
-    bplus = codes & ((1 << KeyParser._BUCKET_BITS) - 1)
-    absolute = valid & (bplus == 0)
+    row = (codes >> KeyParser._EPOCH_BITS) & ((1 << KeyParser._ROW_BITS) - 1)
+    eplus = codes & ((1 << KeyParser._EPOCH_BITS) - 1)
+    absolute = valid & (eplus == 0)
     best: dict[str, tuple[float, _Registry]] = {}
     for r in sorted(set(reg_id[absolute].tolist())):
         reg = parser.by_ident[r]
@@ -266,7 +263,7 @@ def _build_patterns_np(indexed: tuple[list[str], Any, Any], now: float, params: 
         at = np.nonzero(absolute & (reg_id == reg.ident))[0]
         reg_rows = row[at]
         n = len(at)
-        pat = Patterns(creative)
+        pat = Patterns(creative, True)
         pat.keys = [keys[i] for i in at.tolist()]
         pat.impressions = imps
         pat.variants = [list(ix) for ix in reg.variants]
@@ -280,15 +277,15 @@ def _build_patterns_np(indexed: tuple[list[str], Any, Any], now: float, params: 
         convs = np.minimum(flat[at, 2], trials)
         pos = np.full(len(reg.rows), -1, dtype=np.intp)
         pos[reg_rows] = np.arange(n)
-        ib = np.nonzero(valid & (reg_id == reg.ident) & (bplus > 0))[0]
+        ib = np.nonzero(valid & (reg_id == reg.ident) & (eplus > 0))[0]
         target = pos[row[ib]]
         ib, target = ib[target >= 0], target[target >= 0]
-        buckets = bplus[ib] - 1
+        epochs = eplus[ib] - 1
         r = np.zeros((3, n))
         if len(ib):
-            lo = int(buckets.min())
-            table = _weights(range(lo, int(buckets.max()) + 1), now, params.recent_half_life_s)
-            w = np.asarray([table[b] for b in range(lo, int(buckets.max()) + 1)])[buckets - lo]
+            lo = int(epochs.min())
+            table = _weights(range(lo, int(epochs.max()) + 1), now)
+            w = np.asarray([table[b] for b in range(lo, int(epochs.max()) + 1)])[epochs - lo]
             t = flat[ib, 0]
             r[0] = np.bincount(target, weights=w * t, minlength=n)
             r[1] = np.bincount(target, weights=w * np.minimum(flat[ib, 1], t), minlength=n)
@@ -301,25 +298,35 @@ def _build_patterns_np(indexed: tuple[list[str], Any, Any], now: float, params: 
     return out
 
 
+def use_numpy(accelerated: bool | None) -> bool:
+    """Whether to take the numpy path: ``accelerated`` None follows the accelerators' presence; True requires numpy
+    (``ValueError`` without it); False forces the pure-Python path (the parity tests compare both)."""
+    if accelerated is None:
+        return np is not None
+    if accelerated and np is None:
+        raise ValueError("numpy is not available")
+    return bool(accelerated)
+
+
 def build_patterns(
     rows: Mapping[str, Sequence[Any]], now: float, params: LearningParams = DEFAULT_PARAMS,
-    parser: KeyParser | None = None,
+    parser: KeyParser | None = None, *, accelerated: bool | None = None,
 ) -> dict[str, Patterns]:
     """Per creative, its :class:`Patterns` from the ``contexts`` rows of a stats object (absolute rows and their
-    ``#e<bucket>`` rows) at time ``now``. Two memories: ``counts[0]`` all evidence (the absolute rows),
-    ``counts[1]`` the bucket rows weighted by age. A creative whose keys have several widths (its slots changed)
+    ``#d<epoch>`` rows) at time ``now``. Two memories: ``counts[0]`` all evidence (the absolute rows),
+    ``counts[1]`` the discounted sums brought to ``now``. A creative whose keys have several widths (its slots changed)
     keeps the width with the most impressions. Rows keep the order of ``rows``."""
     parse = parser or KeyParser()
-    if np is not None:
+    if use_numpy(accelerated):
         return _build_patterns_np(indexed_rows(rows, parse), now, params, parse)
     absolute: dict[_Registry, tuple[list[int], list[str], list[Sequence[Any]]]] = {}
-    bucketed: dict[_Registry, list[tuple[int, int, Sequence[Any]]]] = {}
+    discounted: dict[_Registry, list[tuple[int, int, Sequence[Any]]]] = {}
     for key, row in rows.items():
         found = parse(key)
         if not found:
             continue
-        reg, at, bucket = found
-        if bucket is None:
+        reg, at, epoch = found
+        if epoch is None:
             part = absolute.get(reg)
             if part is None:
                 part = absolute[reg] = ([], [], [])
@@ -327,7 +334,7 @@ def build_patterns(
             part[1].append(key)
             part[2].append(row)
         else:
-            bucketed.setdefault(reg, []).append((at, bucket, row))
+            discounted.setdefault(reg, []).append((at, epoch, row))
     best: dict[str, tuple[float, _Registry]] = {}
     for reg, (_, _, counts) in absolute.items():
         imps = 0.0
@@ -339,7 +346,7 @@ def build_patterns(
     for creative, (imps, reg) in best.items():
         at_rows, keys, counts = absolute[reg]
         n = len(at_rows)
-        pat = Patterns(creative)
+        pat = Patterns(creative, False)
         pat.keys = keys
         pat.impressions = imps
         pat.variants = [list(ix) for ix in reg.variants]
@@ -347,53 +354,27 @@ def build_patterns(
         pat.values = [list(ix) for ix in reg.values]
         width, n_dims = reg.width, len(reg.dims)
         index_of = {a: i for i, a in enumerate(at_rows)}
-        weights = _weights(sorted({b for _, b, _ in bucketed.get(reg, [])}), now, params.recent_half_life_s)
-        if np is not None:
-            codes = [reg.rows[a] for a in at_rows]
-            grid = np.full((n, width + n_dims), -1, dtype=np.intp)
-            for i, code in enumerate(codes):
-                grid[i, :len(code)] = code
-            pat.var_idx = [grid[:, p].copy() for p in range(width)]
-            pat.val_idx = [grid[:, width + d].copy() for d in range(n_dims)]
-            flat = np.fromiter((float(x) for row in counts for x in row[:3]), dtype=float, count=3 * n).reshape(n, 3)
-            trials = flat[:, 0].copy()
-            clicks = np.minimum(flat[:, 1], trials)
-            convs = np.minimum(flat[:, 2], trials)
-            r = np.zeros((n, 3))
-            for a, bucket, row in bucketed.get(reg, []):
-                i = index_of.get(a)
-                if i is None:
-                    continue
-                w = weights[bucket]
-                t = float(row[0])
-                r[i, 0] += w * t
-                r[i, 1] += w * min(float(row[1]), t)
-                r[i, 2] += w * min(float(row[2]), t)
-            pat.counts = [
-                {"click": (trials, clicks), "conversion": (trials, convs)},
-                {"click": (r[:, 0].copy(), r[:, 1].copy()), "conversion": (r[:, 0].copy(), r[:, 2].copy())},
-            ]
-        else:
-            codes = [reg.rows[a] + [-1] * (width + n_dims - len(reg.rows[a])) for a in at_rows]
-            pat.var_idx = [[c[p] for c in codes] for p in range(width)]
-            pat.val_idx = [[c[width + d] for c in codes] for d in range(n_dims)]
-            trials = [float(row[0]) for row in counts]
-            clicks = [min(float(row[1]), t) for row, t in zip(counts, trials, strict=True)]
-            convs = [min(float(row[2]), t) for row, t in zip(counts, trials, strict=True)]
-            rt, rc, rv = [0.0] * n, [0.0] * n, [0.0] * n
-            for a, bucket, row in bucketed.get(reg, []):
-                i = index_of.get(a)
-                if i is None:
-                    continue
-                w = weights[bucket]
-                t = float(row[0])
-                rt[i] += w * t
-                rc[i] += w * min(float(row[1]), t)
-                rv[i] += w * min(float(row[2]), t)
-            pat.counts = [
-                {"click": (trials, clicks), "conversion": (trials, convs)},
-                {"click": (rt, rc), "conversion": (rt, rv)},
-            ]
+        weights = _weights(sorted({b for _, b, _ in discounted.get(reg, [])}), now)
+        codes = [reg.rows[a] + [-1] * (width + n_dims - len(reg.rows[a])) for a in at_rows]
+        pat.var_idx = [[c[p] for c in codes] for p in range(width)]
+        pat.val_idx = [[c[width + d] for c in codes] for d in range(n_dims)]
+        trials = [float(row[0]) for row in counts]
+        clicks = [min(float(row[1]), t) for row, t in zip(counts, trials, strict=True)]
+        convs = [min(float(row[2]), t) for row, t in zip(counts, trials, strict=True)]
+        rt, rc, rv = [0.0] * n, [0.0] * n, [0.0] * n
+        for a, epoch, row in discounted.get(reg, []):
+            i = index_of.get(a)
+            if i is None:
+                continue
+            w = weights[epoch]
+            t = float(row[0])
+            rt[i] += w * t
+            rc[i] += w * min(float(row[1]), t)
+            rv[i] += w * min(float(row[2]), t)
+        pat.counts = [
+            {"click": (trials, clicks), "conversion": (trials, convs)},
+            {"click": (rt, rc), "conversion": (rt, rv)},
+        ]
         out[creative] = pat
     return out
 
@@ -444,13 +425,13 @@ def _row_index(name: str, pat: Patterns) -> Any:
         d, s = int(at[0]), int(at[1])
         size = len(pat.variants[s])
         x, v = pat.val_idx[d], pat.var_idx[s]
-        if np is not None:
+        if pat.numpy:
             return np.where(x >= 0, x * size + v, -1)
         return [xi * size + vi if xi >= 0 else -1 for xi, vi in zip(x, v, strict=True)]
     s, t = int(at[0]), int(at[1])
     size = len(pat.variants[t])
     a, b = pat.var_idx[s], pat.var_idx[t]
-    if np is not None:
+    if pat.numpy:
         return a * size + b
     return [ai * size + bi for ai, bi in zip(a, b, strict=True)]
 
@@ -514,7 +495,7 @@ def _carry(previous: Mapping[str, Any] | None, memory: int, pat: Patterns, names
                 mix = [float(w) for w in found["mix"]]
         pv = prior_var(mix, grid)
         state.mix[name] = mix
-        if np is not None:
+        if pat.numpy:
             state.mean[name] = np.asarray(mean, dtype=float)
             state.var[name] = np.full(size, pv)
         else:
@@ -741,7 +722,7 @@ def _predictive_loglik(pat: Patterns, names: list[str], index: dict[str, Any], s
     logistic-normal, with each row's variance the sum of its effects' variances)."""
     if state.intercept is None:
         return 0.0
-    if np is not None:
+    if pat.numpy:
         t = np.asarray(new_trials, dtype=float)
         s = np.minimum(np.maximum(np.asarray(new_succ, dtype=float), 0.0), t)
         mu = np.full(len(t), state.intercept)
@@ -818,6 +799,7 @@ def fit_models(
     params: LearningParams = DEFAULT_PARAMS,
     parser: KeyParser | None = None,
     patterns: Mapping[str, Patterns] | None = None,
+    accelerated: bool | None = None,
 ) -> dict[str, dict[str, Any]]:
     """The ``models`` section for a stats object whose ``contexts`` section is ``rows``, at time ``now``
     (``patterns``: :func:`build_patterns` of them, when the caller has it).
@@ -828,7 +810,7 @@ def fit_models(
     """
     out: dict[str, dict[str, Any]] = {}
     if patterns is None:
-        patterns = build_patterns(rows, now, params, parser)
+        patterns = build_patterns(rows, now, params, parser, accelerated=accelerated)
     for creative, pat in patterns.items():
         if not len(pat):
             continue
@@ -839,7 +821,7 @@ def fit_models(
             col = 1 if objective == "click" else 2
             if objective == "conversion":
                 convs = pat.counts[0]["conversion"][1]
-                if not (bool((convs > 0).any()) if np is not None else any(x > 0 for x in convs)):
+                if not (bool((convs > 0).any()) if pat.numpy else any(x > 0 for x in convs)):
                     continue
             prev_model = ((previous or {}).get(creative) or {}).get(objective)
             memories = []
@@ -860,9 +842,9 @@ def fit_models(
             for memory, state in enumerate(states):
                 trials, succ = pat.counts[memory][objective]
                 sweeps = params.warm_sweeps if warm_all and state.intercept is not None else params.cold_sweeps
-                fit = _fit_np if np is not None else _fit_py
+                fit = _fit_np if pat.numpy else _fit_py
                 fit(pat, names, index, state, trials, succ, sweeps, params)
-                memories.append(_memory_dict(state, names, 0.0 if memory == 0 else params.recent_half_life_s))
+                memories.append(_memory_dict(state, names, 0.0 if memory == 0 else float(RECENT_HALF_LIFE_S)))
             models[objective] = {
                 "version": MODEL_VERSION,
                 "fitted_at": int(now),

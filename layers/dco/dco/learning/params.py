@@ -24,10 +24,10 @@ class LearningParams:
     ``null_weight``: pseudo-effects on the no-effect component of every group's mixture prior (the rest of the grid
     has one each): a group is presumed empty until its data says otherwise (effect sparsity). 10 is the default
     null penalty of adaptive shrinkage (Stephens 2017).
-    ``recent_half_life_s``: the half-life of the recent memory; the learner mixes a model of all evidence and a
-    model of time-discounted evidence (weight ``0.5 ** (age / half_life)``) by how well each predicted the
-    outcomes that came in since (fixed-share weights, ``switch_rate`` per publication).
-    ``switch_rate``: the fixed-share rate: the share of weight each memory keeps whatever it predicted, so the
+    ``switch_rate``: the learner mixes a model of all evidence and a model of time-discounted evidence (weight
+    ``0.5 ** (age / half-life)``, the half-life :data:`dco.learning.contract.RECENT_HALF_LIFE_S` that the fold's
+    discounted sums are kept with) by how well each predicted the outcomes that came in since the previous
+    publication; the fixed-share rate is the share of weight each memory keeps whatever it predicted, so the
     mixture can move back (Herbster & Warmuth 1998).
     ``cold_sweeps`` / ``warm_sweeps``: backfitting sweeps of a fit from nothing / from the previous publication's.
     ``pool``: Thompson draws per decision table (a table per creative, context and eligible set, rebuilt at each
@@ -37,7 +37,6 @@ class LearningParams:
     """
 
     null_weight: float = 10.0
-    recent_half_life_s: float = 86_400.0
     switch_rate: float = 0.01
     cold_sweeps: int = 30
     warm_sweeps: int = 4
@@ -62,8 +61,6 @@ class LearningParams:
         if not errors:
             if self.null_weight < 1.0:
                 errors.append(f"null_weight must be >= 1, got {self.null_weight!r}")
-            if self.recent_half_life_s <= 0:
-                errors.append(f"recent_half_life_s must be > 0, got {self.recent_half_life_s!r}")
             if not 0.0 < self.switch_rate < 0.5:
                 errors.append(f"switch_rate must be in (0, 0.5), got {self.switch_rate!r}")
             if self.pool > 65_536:

@@ -6,6 +6,9 @@ reference learners the simulator plays beside it (docs/learning.md, "Reference l
 * :func:`choose_per_slot` - one Beta per variant per slot per learning context, the slots chosen independently
   (per-slot Thompson sampling), on the combination counters summed per variant.
 
+All three draw a table of ``pool`` joint posterior draws per stats refresh and key, and a decision picks a row:
+the same batching, so the comparison is between models, not between ways of sampling them.
+
 Each returns an :class:`Assembly`: the variant id chosen per slot (None when no combination is allowed), its
 exact propensity, and an explain trace when asked for.
 """
@@ -16,13 +19,13 @@ import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
-from dco import bandit
 from dco._accel import np
 from dco.learning.context import model_context
-from dco.learning.contract import context_key, split_bucket
+from dco.learning.contract import context_key, split_decay
 from dco.learning.draws import ModelView, Table, build_table, pick, table_seed
 from dco.learning.params import DEFAULT_PARAMS, LearningParams
 from dco.learning.view import StatsView
+from dco.rng import make_rng
 
 __all__ = ["Assembly", "choose", "choose_per_arm", "choose_per_slot", "table_for", "model_view"]
 
@@ -118,84 +121,153 @@ def _absolute_counts(stats: StatsView, objective: str) -> dict[str, tuple[float,
         col = 1 if objective == "click" else 2
         found = {}
         for name, row in stats.context_rows().items():
-            base, bucket = split_bucket(name)
-            if bucket is None:
+            base, epoch = split_decay(name)
+            if epoch is None:
                 t = float(row[0])
                 found[base] = (min(float(row[col]), t), t)
         stats.memo[key] = found
     return found  # type: ignore[no-any-return]
 
 
+def _beta_winners(rng: Any, succ: Sequence[float], trials: Sequence[float], prior: tuple[float, float],
+                  rows: int) -> list[int]:
+    """Per row, the arm with the highest Beta posterior draw (``rows`` joint draws). Arms never shown share the
+    prior: their best draw is the maximum of as many prior draws, made as one (a Beta(1, 1) prior: ``u ** (1/m)``;
+    otherwise drawn), and it goes to one of them chosen uniformly."""
+    seen = [i for i, n in enumerate(trials) if n > 0]
+    unseen = [i for i, n in enumerate(trials) if n <= 0]
+    pa, pb = prior
+    a = [succ[i] + pa for i in seen]
+    b = [trials[i] - succ[i] + pb for i in seen]
+    out: list[int] = []
+    if np is not None:
+        draws = np.asarray(rng.betas(np.asarray(a), np.asarray(b), rows=rows)).reshape(rows, len(seen)) if seen else None
+        best = draws.max(axis=1) if draws is not None else np.full(rows, -1.0)
+        at = draws.argmax(axis=1) if draws is not None else np.zeros(rows, dtype=np.intp)
+        if unseen:
+            if (pa, pb) == (1.0, 1.0):
+                group = np.asarray([rng.random() for _ in range(rows)]) ** (1.0 / len(unseen))
+            else:
+                group = np.asarray(rng.betas(np.full(len(unseen), pa), np.full(len(unseen), pb), rows=rows)).max(axis=1)
+            pick = [rng.integers(len(unseen)) for _ in range(rows)]
+            for k in range(rows):
+                out.append(unseen[pick[k]] if group[k] > best[k] else seen[int(at[k])])
+        else:
+            out = [seen[i] for i in at.tolist()]
+        return out
+    for _ in range(rows):
+        row = rng.betas(a, b) if seen else []
+        top, arm = -1.0, -1
+        for j, x in enumerate(row):
+            if x > top:
+                top, arm = x, seen[j]
+        if unseen:
+            if (pa, pb) == (1.0, 1.0):
+                g = rng.random() ** (1.0 / len(unseen))
+            else:
+                g = max(rng.betas([pa] * len(unseen), [pb] * len(unseen)))
+            u = unseen[rng.integers(len(unseen))]
+            if g > top:
+                arm = u
+        out.append(arm)
+    return out
+
+
+def _pooled(stats: StatsView, key: Any, build: Any, rng: Any) -> Assembly:
+    """A reference learner's decision from its table (one per stats object and key), like the model's: a row
+    picked with ``rng``, its propensity the share of rows with its winner."""
+    found = stats.memo.get(key)
+    if found is None:
+        found = stats.memo[key] = build()
+    if found is None:
+        return Assembly(None, 0.0)
+    winner, propensity, _ = pick(found, rng.random())
+    return Assembly(winner, propensity)
+
+
 def choose_per_arm(
     stats: StatsView, creative: str, eligible: Sequence[Sequence[str]], exclusions: Sequence[tuple[str, str]],
     context: Mapping[str, str], objective: str, rng: Any, *, prior: tuple[float, float] = (1.0, 1.0),
+    params: LearningParams = DEFAULT_PARAMS,
 ) -> Assembly:
-    """Per-arm Thompson sampling: one Beta per allowed combination in this learning context."""
+    """Per-arm Thompson sampling: one Beta per allowed combination in this learning context (a table of
+    ``params.pool`` joint draws per stats object, as the model's)."""
     ctx = tuple(sorted(context.items()))
     key = ("learning.per_arm", creative, objective, ctx, tuple(tuple(e) for e in eligible), tuple(exclusions))
-    found = stats.memo.get(key)
-    if found is None:
+
+    def build() -> Table | None:
         combos = _allowed_combinations(eligible, exclusions)
+        if not combos:
+            return None
         counts = _absolute_counts(stats, objective)
         succ, trials = [], []
         for combo in combos:
-            s, n = counts.get(context_key(f"{creative}|" + ".".join(combo), ctx), (0.0, 0.0))
-            succ.append(s)
-            trials.append(n)
-        s_arr, n_arr = _as_arrays(succ, trials)
-        found = stats.memo[key] = (combos, s_arr, n_arr, bandit.bounds(s_arr, n_arr, prior=prior))
-    combos, succ, trials, bounds = found
-    if not combos:
-        return Assembly(None, 0.0)
-    choice = bandit.thompson(succ, trials, rng, prior=prior, bounds=bounds, top=1)
-    return Assembly(combos[choice.index], choice.propensity)
+            s_, n_ = counts.get(context_key(f"{creative}|" + ".".join(combo), ctx), (0.0, 0.0))
+            succ.append(s_)
+            trials.append(n_)
+        table_rng = make_rng(table_seed(getattr(stats, "updated_at", 0), key))
+        winners = _beta_winners(table_rng, succ, trials, prior, params.pool)
+        return Table([combos[i] for i in winners], [0] * params.pool)
+
+    return _pooled(stats, key, build, rng)
 
 
 def choose_per_slot(
     stats: StatsView, creative: str, eligible: Sequence[Sequence[str]], exclusions: Sequence[tuple[str, str]],
     context: Mapping[str, str], objective: str, rng: Any, *, prior: tuple[float, float] = (1.0, 1.0),
+    params: LearningParams = DEFAULT_PARAMS,
 ) -> Assembly:
-    """Per-slot Thompson sampling: each slot in turn draws one Beta per variant from the variant's clicks in this
-    learning context (its combinations summed), among the variants the earlier picks do not exclude."""
+    """Per-slot Thompson sampling: each slot draws one Beta per variant from the variant's outcomes in this learning
+    context (its combinations summed), the slots independently; with exclusions, a slot's variants excluded by an
+    earlier slot's winner are left out of its draw (a table of ``params.pool`` joint draws per stats object)."""
     ctx = tuple(sorted(context.items()))
-    key = ("learning.per_slot", creative, objective, ctx)
-    found = stats.memo.get(key)
-    if found is None:
+    key = ("learning.per_slot", creative, objective, ctx, tuple(tuple(e) for e in eligible), tuple(exclusions))
+
+    def build() -> Table | None:
         suffix = context_key("", ctx)
         counts = _absolute_counts(stats, objective)
-        found = {}
+        marginal: dict[tuple[int, str], list[float]] = {}
         prefix = f"{creative}|"
-        for name, (s, n) in counts.items():
+        for name, (s_, n_) in counts.items():
             if not name.startswith(prefix) or not name.endswith(suffix):
                 continue
             combo = name[len(prefix):len(name) - len(suffix)] if suffix else name[len(prefix):]
             if "@" in combo:  # a longer context that merely ends like this one
                 continue
             for p, v in enumerate(combo.split(".")):
-                acc = found.setdefault((p, v), [0.0, 0.0])
-                acc[0] += s
-                acc[1] += n
-        stats.memo[key] = found
-    banned: dict[str, set[str]] = {}
-    for a, b in exclusions:
-        banned.setdefault(a, set()).add(b)
-        banned.setdefault(b, set()).add(a)
+                acc = marginal.setdefault((p, v), [0.0, 0.0])
+                acc[0] += s_
+                acc[1] += n_
+        banned: dict[str, set[str]] = {}
+        for a, b in exclusions:
+            banned.setdefault(a, set()).add(b)
+            banned.setdefault(b, set()).add(a)
+        table_rng = make_rng(table_seed(getattr(stats, "updated_at", 0), key))
+        per_slot = []
+        for p, ids in enumerate(eligible):
+            succ = [marginal.get((p, v), (0.0, 0.0))[0] for v in ids]
+            trials = [marginal.get((p, v), (0.0, 0.0))[1] for v in ids]
+            per_slot.append(_beta_winners(table_rng, succ, trials, prior, params.pool))
+        winners: list[tuple[str, ...] | None] = []
+        for k in range(params.pool):
+            combo = tuple(eligible[p][per_slot[p][k]] for p in range(len(eligible)))
+            if banned and any(b in banned.get(a, ()) for a, b in itertools.combinations(combo, 2)):
+                combo = _first_allowed(combo, eligible, banned)
+            winners.append(combo)
+        return Table(winners, [0] * params.pool)
+
+    return _pooled(stats, key, build, rng)
+
+
+def _first_allowed(combo: tuple[str, ...], eligible: Sequence[Sequence[str]],
+                   banned: Mapping[str, set[str]]) -> tuple[str, ...] | None:
+    """Keep the earlier slots' winners and move each later slot to its first variant they do not exclude."""
     chosen: list[str] = []
-    propensity = 1.0
-    for p, ids in enumerate(eligible):
-        blocked = set().union(*(banned.get(v, set()) for v in chosen)) if banned and chosen else set()
-        options = [v for v in ids if v not in blocked]
-        if not options:
-            return Assembly(None, 0.0)
-        succ = [found.get((p, v), (0.0, 0.0))[0] for v in options]
-        trials = [found.get((p, v), (0.0, 0.0))[1] for v in options]
-        choice = bandit.thompson(*_as_arrays(succ, trials), rng, prior=prior, top=1)
-        chosen.append(options[choice.index])
-        propensity *= choice.propensity
-    return Assembly(tuple(chosen), propensity)
-
-
-def _as_arrays(succ: list[float], trials: list[float]) -> tuple[Any, Any]:
-    if np is not None:
-        return np.asarray(succ, dtype=float), np.asarray(trials, dtype=float)
-    return succ, trials
+    for p, v in enumerate(combo):
+        blocked = set().union(*(banned.get(c, set()) for c in chosen)) if chosen else set()
+        if v in blocked:
+            v = next((x for x in eligible[p] if x not in blocked), None)  # type: ignore[assignment]
+            if v is None:
+                return None
+        chosen.append(v)
+    return tuple(chosen)
