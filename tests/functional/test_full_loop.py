@@ -126,6 +126,13 @@ def test_feed_drop_to_learning_and_back(aws: Any, loop: dict[str, Any]) -> None:
     stats = msgpack.unpackb(aws.s3.get_object(Bucket=aws.bucket, Key=f"stats/{CAMPAIGN}.msgpack")["Body"].read())
     assert stats["arms"][arm][:2] == [1, 1]
     assert stats["splits"]["optimized"][:2] == [1, 1]
+    # AND (version 2) the learner's counter of the served combination in its context, and its creative's model
+    assert stats["version"] == 2
+    [ctx] = [key for key in stats["contexts"] if key.startswith(f"{arm}@") and "#d" not in key]
+    assert "@region=pnw" in ctx and stats["contexts"][ctx] == [1, 1, 0, 0.0]
+    creative = arm.partition("|")[0]
+    model = stats["models"][creative]["click"]
+    assert model["impressions"] == 1 and model["fitted_at"] == int(clock().timestamp())
 
     # THEN a later decide (after the refresh interval) reads the new stats
     clock.advance(3600)
@@ -133,3 +140,4 @@ def test_feed_drop_to_learning_and_back(aws: Any, loop: dict[str, Any]) -> None:
     assert debug["statusCode"] == 200, debug["body"]
     table = apps["decide"].get_cache().get(CAMPAIGN).stats
     assert (table.get(arm).impressions, table.get(arm).clicks) == (1, 1)
+    assert table.model(creative, "click") == model

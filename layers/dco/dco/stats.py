@@ -6,7 +6,7 @@ version are declared in :mod:`dco.learning.contract`::
     {"version": 2, "campaign": "c1", "updated_at": 1700000000,
      "arms": {"<arm key>": [impressions, clicks, conversions, value], ...},
      "splits": {"holdout": [...], "optimized": [...]},                  # lift totals
-     "contexts": {"<combination>@<dim>=<value>...": [...], "...#e<bucket>": [...]},   # the learner's counters
+     "contexts": {"<combination>@<dim>=<value>...": [...], "...#d<epoch>": [...]},    # the learner's counters
      "models": {"<creative>": {"click": <model>, ...}}}                   # dco.learning.model, fitted on publish
 
 :meth:`StatsTable.from_object` validates it (a ``ValueError`` names the bad key; :meth:`StatsTable.from_trusted`
@@ -114,7 +114,7 @@ def validate_stats(obj: Any) -> dict[str, Any]:
     if not isinstance(obj, Mapping):
         raise ValueError(f"stats object must be a mapping, got {type(obj).__name__}")
     version = obj.get("version", STATS_VERSION)
-    if version not in READ_VERSIONS:
+    if type(version) is not int or version not in READ_VERSIONS:  # True == 1 is not version 1
         raise ValueError(f"stats version {version!r} is not supported (expected one of {READ_VERSIONS})")
     campaign = obj.get("campaign")
     if campaign is not None and not isinstance(campaign, str):
@@ -137,7 +137,21 @@ def validate_stats(obj: Any) -> dict[str, Any]:
         if not isinstance(rows, Mapping):
             raise ValueError(f"stats splits must be a mapping, got {type(rows).__name__}")
         out["splits"] = {key: _check_counters("splits", key, row) for key, row in rows.items()}
-    out["models"] = validate_models(obj.get("models", {})) if version == STATS_VERSION else {}
+    out["models"] = _checked_models(obj.get("models", {})) if version == STATS_VERSION else {}
+    return out
+
+
+def _checked_models(models: Any) -> dict[str, dict[str, Any]]:
+    """:func:`dco.learning.model.validate_models`, and each model's ``fitted_at`` (absent: 0), which
+    :func:`merge_max` compares: a non-negative int."""
+    out = validate_models(models)
+    for creative, per_objective in out.items():
+        for objective, model in per_objective.items():
+            fitted_at = model.get("fitted_at", 0)
+            if type(fitted_at) is not int or fitted_at < 0:
+                raise ValueError(
+                    f"stats models[{creative!r}][{objective!r}].fitted_at must be a non-negative int, got {fitted_at!r}"
+                )
     return out
 
 
@@ -226,7 +240,7 @@ class StatsTable:
         return _ZERO if row is None else ArmStats(int(row[0]), int(row[1]), int(row[2]), row[3])
 
     def context_rows(self) -> Mapping[str, list[Any]]:
-        """The learner's counters (``contexts`` section: absolute and ``#e<bucket>`` rows; read-only by convention)."""
+        """The learner's counters (``contexts`` section: absolute and ``#d<epoch>`` rows; read-only by convention)."""
         return self._contexts
 
     def model(self, creative: str, objective: str) -> Mapping[str, Any] | None:

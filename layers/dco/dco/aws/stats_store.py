@@ -5,14 +5,15 @@ publish-stats turns the Counters stream's NEW_IMAGEs into per-campaign absolute 
 
     GetObject (note the ETag; absent -> empty)
     -> dco.stats.merge_max(existing, update)          idempotent, commutative, associative
+    -> dco.learning.contract.prune_epochs              only the newest KEEP_EPOCHS epochs of ...#d<e> rows
     -> unchanged counts? stop (no write: decide's conditional GETs keep their ETag)
-    -> dco.learning.publish.refresh                     only the newest time buckets of ...#e<b> rows; the
-                                                        learner's models refitted (warm from the existing ones)
+    -> dco.learning.publish.refresh                     the learner's models refitted (warm from the existing ones)
     -> PutObject IfMatch=<etag>  (IfNoneMatch="*" when absent)
     -> 412 PreconditionFailed / 409 ConditionalRequestConflict: another writer won; re-read and merge again
 
 Because the merge is by maximum of absolute, monotone counts, replays and any order of batches give the same
-object; the conditional write makes concurrent writers never lose each other's counts.
+counts (the models refitted from them carry the history of the writes: warm starts, memory weights); the
+conditional write makes concurrent writers never lose each other's counts.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from botocore.exceptions import ClientError
 
 from dco.errors import DcoError
 from dco.fold import PoisonRecordError, counter_rows
-from dco.learning.contract import COUNTER_SECTIONS, PUBLISHED_BUCKETS, prune_buckets
+from dco.learning.contract import COUNTER_SECTIONS, KEEP_EPOCHS, prune_epochs
 from dco.learning.model import KeyParser
 from dco.learning.params import DEFAULT_PARAMS, LearningParams
 from dco.learning.publish import refresh
@@ -66,7 +67,7 @@ def decode_counters(
 ) -> tuple[list[tuple[str, tuple[str, str, str, list[Any]]]], list[tuple[str, str]]]:
     """Decode a Counters stream event into ``([(sequence, row)], poison)``.
 
-    The rows are :func:`dco.fold.counter_rows` of each NEW_IMAGE (its all-time counts, one row per time bucket
+    The rows are :func:`dco.fold.counter_rows` of each NEW_IMAGE (its all-time counts, one row per epoch of sums
     it keeps); counters the stats object does not carry are dropped; ``poison`` lists
     ``(sequence number, reason)`` of malformed records.
     """
@@ -159,7 +160,7 @@ class StatsStore:
         attempts = 0
         for attempt in range(self.max_attempts):
             existing, etag = self.load(campaign)
-            merged = prune_buckets(merge_max(existing if existing is not None else update, update), PUBLISHED_BUCKETS)
+            merged = prune_epochs(merge_max(existing if existing is not None else update, update), KEEP_EPOCHS)
             if existing is not None and all(
                 merged.get(section, {}) == existing.get(section, {}) for section in COUNTER_SECTIONS
             ):
