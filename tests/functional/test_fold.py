@@ -3,7 +3,8 @@
 The fault-injection tests replay Lambda's stream semantics: a batch is a contiguous run of one shard; after a
 crash the whole batch comes again; after a partial batch response the shard is re-read from the lowest reported
 sequence number (and the new batch may run further, ending at a different sequence number); much later the
-same records may come again. Whatever happens, the counters must equal one clean application.
+same records may come again. Whatever happens, the counters, and the discounted sums the ctx: counters keep in
+their items, must equal one clean application.
 """
 
 from __future__ import annotations
@@ -18,43 +19,39 @@ import pytest
 from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import ClientError
 from dco.aws.counters import CounterStore, decode_stream
-from dco.fold import Delta, EventRecord, aggregate, bucket_rows, cell_rows, parse_event
-from dco.learning import cell_host
+from dco.fold import Delta, EventRecord, aggregate, decay_rows, parse_event
+from dco.learning.contract import DECAY_SUFFIX, EPOCH_S, KEEP_EPOCHS, decay_stamp
 
 from tests.conftest import load_event
 from tests.functional.conftest import AwsResources, load_handler
 
 SHARD = "shardId-00000001714550000000-0a1b2c3d"
+BOUNDARY = (1_714_550_400 // EPOCH_S + 1) * EPOCH_S  # the first second of the epoch after the sample events'
 
 
 # ------------------------------------------------------------------------------------------------ helpers
 
 
 def item_counters(item: dict[str, Any]) -> dict[str, Delta]:
-    """A counter item's counts as Deltas: its all-time counts under its pk, each time bucket it keeps under
-    ``<pk>#e<bucket>`` and each device cell under ``<pk>@device=<d>`` (the keys of learning.counter_keys;
-    watermarks left out)."""
+    """A counter item's counts as Deltas: its all-time counts under its pk and the discounted sums of each epoch
+    it keeps under ``<pk>#d<epoch>`` (the keys of FoldBatch.deltas; watermarks left out)."""
     pk = item["pk"]["S"]
     out = {pk: Delta(int(item["impressions"]["N"]), int(item["clicks"]["N"]), int(item["conversions"]["N"]),
                      Decimal(item["value"]["N"]))}
     plain = {name: TypeDeserializer().deserialize(value) for name, value in item.items()}
-    for bucket, (i, c, n, v) in bucket_rows(plain).items():
-        out[f"{pk}#e{bucket}"] = Delta(i, c, n, v)
-    for suffix, (i, c, n, v) in cell_rows(plain).items():
-        out[pk + suffix] = Delta(i, c, n, v)
+    for epoch, (i, c, n) in decay_rows(plain).items():
+        out[f"{pk}{DECAY_SUFFIX}{epoch}"] = Delta(i, c, n)
     return out
 
 
 def item_of(pk: str) -> str:
-    """The item that holds counter ``<campaign>#<key>``: time buckets and device cells are attributes of the item of
-    their host key (docs/storage.md)."""
-    campaign, _, key = pk.partition("#")
-    host = cell_host(key)
-    return f"{campaign}#{host[0]}" if host else re.sub(r"#e\d+$", "", pk)
+    """The item that holds counter ``<campaign>#<key>``: the discounted sums ``<key>#d<epoch>`` are attributes of
+    the item of ``<key>`` (docs/storage.md)."""
+    return re.sub(r"#d\d+$", "", pk)
 
 
 def counters(aws: AwsResources) -> dict[str, Delta]:
-    """Every counter (and time bucket) of the table as a Delta."""
+    """Every counter (and epoch of discounted sums) of the table as a Delta."""
     out: dict[str, Delta] = {}
     paginator = aws.dynamodb.get_paginator("scan")
     for page in paginator.paginate(TableName=aws.counters_table, ConsistentRead=True):
@@ -85,9 +82,9 @@ def synthetic(
 ) -> list[EventRecord]:
     """``n`` events over a few arms, variants and contexts, spread over ``shards`` with increasing sequences.
 
-    ``small`` keeps the counters per event few (one slot), for the write-by-write tests. Every event has a region
-    and a device, so the combination counters carry device cells (attributes of their items).
-    Event times straddle midnight, so the bucketed counters add to two time buckets.
+    ``small`` keeps the variants few (one slot), for the write-by-write tests. Every event has a region and a
+    device. Event times straddle an epoch boundary, so the ctx: counters add discounted sums to two epochs in
+    one write; one event in twenty has no time (no discounted sum).
     """
     rng = random.Random(seed)
     records = []
@@ -101,10 +98,12 @@ def synthetic(
             "context": context,
             "holdout": rng.random() < 0.1, "value": Decimal(f"{rng.randrange(1, 9999)}.{rng.randrange(100):02d}"),
         }
-        image["ts"] = Decimal(1_714_550_400 - n // 2 + i)  # the batch straddles midnight: two time buckets
+        at = BOUNDARY - n // 2 + i  # the batch straddles an epoch boundary
+        if rng.random() >= 0.05:
+            image["ts"] = Decimal(at)
         shard = shards[i % len(shards)]
         records.append(parse_event(image, sequence=str(4421584500000000017450439000 + i), shard=shard,
-                                   created_at=1_714_550_400 + i))
+                                   created_at=at))
     return records
 
 
@@ -159,9 +158,17 @@ def test_handler_folds_the_sample_batch(fold_app: Any, aws: AwsResources, lambda
     got = counters(aws)
     assert got == expected(records)
     assert got["spring-sale#arm:cr-retail|h01.img07"] == Delta(impressions=2, clicks=1)
-    assert got["spring-sale#comp:cr-retail|headline=h01@region=pnw"] == Delta(impressions=2, clicks=1)
     assert got["spring-sale#split:holdout"] == Delta(impressions=1)
     assert got["spring-sale#arm:cr-product|SKU-1"] == Delta(impressions=1)
+    # AND the steered retail decision's ctx: counter holds its counts and, in its epoch, the events' weights
+    ctx = "spring-sale#ctx:cr-retail|h01.img07@device=mobile@region=pnw"
+    epoch, first = decay_stamp(1_714_550_400)
+    assert got[ctx] == Delta(impressions=2, clicks=1)
+    assert got[f"{ctx}#d{epoch}"] == Delta(first + decay_stamp(1_714_550_401)[1], decay_stamp(1_714_550_405)[1])
+    assert sorted(k for k in got if "#ctx:" in k) == [ctx, f"{ctx}#d{epoch}"]  # holdout and static: none
+    item = aws.dynamodb.get_item(TableName=aws.counters_table, Key={"pk": {"S": ctx}})["Item"]
+    assert item[f"d{epoch}i"] == {"N": str(first + decay_stamp(1_714_550_401)[1])}
+    assert f"d{epoch}n" not in item  # a field that is zero is not written
 
 
 def test_writes_equal_distinct_counters(aws: AwsResources, settings: Any) -> None:
@@ -232,6 +239,8 @@ def test_exactly_once_under_failure_after_every_write(aws: AwsResources, seed: i
         campaign = f"c{seed}-{mode}-{k}"
         records = synthetic(seed, 16, campaign, shards, arms=2, small=True)
         first, later = records[:10], records[10:]  # the stream grows while the batch is retried
+        epochs = {key.rpartition(DECAY_SUFFIX)[2] for key in expected(first) if DECAY_SUFFIX in key}
+        assert epochs == {str(BOUNDARY // EPOCH_S - 1), str(BOUNDARY // EPOCH_S)}  # sums on both sides of it
         by_shard = {s: [r for r in first if r.shard == s] for s in shards}
         if k >= len(aggregate(by_shard[SHARD]).counters):
             break
@@ -310,24 +319,69 @@ def test_stale_watermarks_of_closed_shards_are_pruned(aws: AwsResources) -> None
     assert item["impressions"] == {"N": "2"}
 
 
-def test_time_buckets_older_than_the_window_are_removed(aws: AwsResources) -> None:
-    # GIVEN a component counter with a time bucket on day 100, then events 13 and 14 days later
+def test_epochs_older_than_the_window_are_removed(aws: AwsResources) -> None:
+    # GIVEN a ctx: counter with discounted sums in epoch E (an impression and a click: two attributes), then events
+    # KEEP_EPOCHS - 1 and KEEP_EPOCHS epochs later
     store = CounterStore(aws.counters_table, aws.dynamodb)
-    day = 86400
+    first = BOUNDARY // EPOCH_S
+    pk = "c-expire#ctx:cr|h1"
 
-    def imp(sequence: int, ts: int) -> EventRecord:
-        return parse_event({"campaign": "c-expire", "kind": "imp", "arm": "cr|h1", "creative": "cr",
+    def record(sequence: int, ts: int, kind: str = "imp") -> EventRecord:
+        return parse_event({"campaign": "c-expire", "kind": kind, "arm": "cr|h1", "creative": "cr",
                             "variants": ["headline=h1"], "ts": ts}, sequence=str(sequence), shard="s1",
                            created_at=ts)
 
-    assert deliver(store, [imp(1, 100 * day + 5)]) == []
-    result = store.apply(aggregate([imp(2, 113 * day)]))
-    assert result.expired == 0 and result.writes == result.counters  # 113 - 100 < 14: still in the window
-    # WHEN day 114 arrives, THEN day 100 leaves the window of every bucketed counter: one REMOVE write each
-    result = store.apply(aggregate([imp(3, 114 * day)]))
-    bucketed = sum(f.bucketed for f in aggregate([imp(3, 114 * day)]).counters.values())
-    assert bucketed == 1 and result.expired == bucketed and result.writes == result.counters + bucketed
+    def attributes() -> set[str]:
+        item = aws.dynamodb.get_item(TableName=aws.counters_table, Key={"pk": {"S": pk}}, ConsistentRead=True)
+        return {name for name in item["Item"] if re.fullmatch(r"d\d+[icn]", name)}
+
+    early = BOUNDARY + 5
+    opening = [record(1, early), record(2, early + 1, "click")]
+    assert deliver(store, opening) == []
+    later = BOUNDARY + (KEEP_EPOCHS - 1) * EPOCH_S
+    result = store.apply(aggregate([record(3, later)]))
+    assert result.expired == 0 and result.writes == result.counters  # E is still among the newest KEEP_EPOCHS
+    assert attributes() == {f"d{first}i", f"d{first}c", f"d{first + KEEP_EPOCHS - 1}i"}
+    # WHEN an event of epoch E + KEEP_EPOCHS arrives (a click), THEN epoch E leaves the window of the ctx: counter
+    # (the only counter with discounted sums): one REMOVE write, one epoch expired
+    last = BOUNDARY + KEEP_EPOCHS * EPOCH_S + 7
+    result = store.apply(aggregate([record(4, last, "click")]))
+    assert result.expired == 1 and result.writes == result.counters + 1
     got = counters(aws)
-    assert "c-expire#comp:cr|headline=h1#e100" not in got
-    assert got["c-expire#comp:cr|headline=h1#e113"] == Delta(1) == got["c-expire#comp:cr|headline=h1#e114"]
-    assert got["c-expire#comp:cr|headline=h1"] == Delta(3)  # the all-time counts keep everything
+    assert f"{pk}#d{first}" not in got
+    assert got[f"{pk}#d{first + KEEP_EPOCHS - 1}"] == Delta(decay_stamp(later)[1])
+    assert got[f"{pk}#d{first + KEEP_EPOCHS}"] == Delta(0, decay_stamp(last)[1])
+    assert got[pk] == Delta(2, 2)  # the all-time counts keep everything
+    assert attributes() == {f"d{first + KEEP_EPOCHS - 1}i", f"d{first + KEEP_EPOCHS}c"}
+    # AND a redelivery of the first batch changes nothing: a conditional skip, epoch E does not come back
+    result = store.apply(aggregate(opening))
+    assert result.skipped == result.counters and result.writes == result.counters and result.expired == 0
+    # AND a late record of epoch E (newer in the stream) counts all-time, and its sum is dropped in the same batch
+    result = store.apply(aggregate([record(5, early + 60)]))
+    assert result.applied == result.counters and result.expired == 1
+    assert attributes() == {f"d{first + KEEP_EPOCHS - 1}i", f"d{first + KEEP_EPOCHS}c"}
+    assert counters(aws)[pk] == Delta(3, 2)
+
+
+def test_a_click_folded_in_a_later_batch_than_its_impression(aws: AwsResources) -> None:
+    # GIVEN an impression in the last second of an epoch and, in later batches, its click in the next epoch and a
+    # second impression of the same decision there too
+    store = CounterStore(aws.counters_table, aws.dynamodb)
+    decision = {"campaign": "c-late", "arm": "cr|h1.i2", "creative": "cr", "variants": ["headline=h1", "image=i2"],
+                "context": {"region": "pnw", "device": "mobile"}}
+    impression, click, again = (
+        parse_event({**decision, "kind": kind, "ts": ts}, sequence=str(900 + n), shard=SHARD, created_at=ts)
+        for n, (kind, ts) in enumerate((("imp", BOUNDARY - 1), ("click", BOUNDARY + 3600), ("imp", BOUNDARY + 3601)))
+    )
+    # WHEN each is folded in its own batch (the click's batch delivered twice)
+    for batch in ([impression], [click], [click], [again]):
+        assert deliver(store, batch) == []
+    # THEN the counters are one clean application of all three: the impression's weight in its epoch, the click's
+    # and the second impression's in the next
+    got = campaign_counters(aws, [impression, click, again])
+    assert got == expected([impression, click, again])
+    ctx = "c-late#ctx:cr|h1.i2@device=mobile@region=pnw"
+    epoch = BOUNDARY // EPOCH_S
+    assert got[ctx] == Delta(2, 1)
+    assert got[f"{ctx}#d{epoch - 1}"] == Delta(decay_stamp(BOUNDARY - 1)[1])
+    assert got[f"{ctx}#d{epoch}"] == Delta(decay_stamp(BOUNDARY + 3601)[1], decay_stamp(BOUNDARY + 3600)[1])

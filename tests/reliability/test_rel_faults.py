@@ -38,9 +38,10 @@ from _stack import (
 from botocore.exceptions import ClientError, EndpointConnectionError
 from dco.aws.counters import CounterStore
 from dco.aws.stats_store import StatsStore, stats_key
+from dco.learning.contract import COUNTER_SECTIONS
 
 from tests.functional.conftest import AwsResources, LambdaContext, load_handler
-from tests.functional.test_fold import campaign_counters, deliver, expected, item_of, synthetic
+from tests.functional.test_fold import BOUNDARY, campaign_counters, deliver, expected, item_of, synthetic
 
 SHARD_A = "shardId-00000001714550000000-aaaa0000"
 SHARD_B = "shardId-00000001714553600000-bbbb0000"
@@ -72,7 +73,7 @@ def counter_stream(aws: AwsResources, seed: int, campaigns: list[str], chunk: in
     for start in range(0, len(events), chunk):
         part = events[start:start + chunk]
         assert deliver(store, part) == []
-        keys = sorted({item_of(k) for k in expected(part)})  # time buckets and cells live in their items
+        keys = sorted({item_of(k) for k in expected(part)})  # discounted sums live in their counter's item
         request = {aws.counters_table: {"Keys": [{"pk": {"S": k}} for k in keys], "ConsistentRead": True}}
         items = aws.dynamodb.batch_get_item(RequestItems=request)["Responses"][aws.counters_table]
         for item in sorted(items, key=lambda i: i["pk"]["S"]):
@@ -96,23 +97,25 @@ def clean_objects(aws: AwsResources, campaigns: list[str], stream: list[dict[str
     return {c: StatsStore(bucket, aws.s3).load(c)[0] for c in campaigns}
 
 
-def arms_of_counters(aws: AwsResources, campaign: str) -> dict[str, list[Any]]:
-    """The ``arm:`` counter items of a campaign as stats rows (an independent view of the truth)."""
-    out = {}
+def rows_of_counters(aws: AwsResources, campaign: str) -> dict[str, dict[str, list[Any]]]:
+    """A campaign's counter items as stats rows per section (an independent view of the truth): the all-time row
+    of every ``arm:``, ``split:`` and ``ctx:`` item, and one ``<key>#d<epoch>`` row per epoch of discounted sums a
+    ``ctx:`` item keeps (attributes ``d<epoch><i|c|n>``, docs/storage.md; a field not stored is 0)."""
+    out: dict[str, dict[str, list[Any]]] = {section: {} for section in COUNTER_SECTIONS}
     for page in aws.dynamodb.get_paginator("scan").paginate(TableName=aws.counters_table, ConsistentRead=True):
         for item in page["Items"]:
-            pk = item["pk"]["S"]
-            if pk.startswith(f"{campaign}#arm:"):
-                key = pk.split("#arm:", 1)[1]
-                out[key] = [int(item["impressions"]["N"]), int(item["clicks"]["N"]),
-                            int(item["conversions"]["N"]), float(item["value"]["N"])]
-                # time buckets are attributes e<bucket><i|c|n|v> (docs/storage.md); a field not stored is 0
-                for name, value in item.items():
-                    found = re.fullmatch(r"e(\d+)([icnv])", name) or re.fullmatch(r"(@[^:#]+):([icnv])", name)
-                    if found:  # and device cells <suffix>:<i|c|n|v>
-                        sub = f"{key}#e{found[1]}" if name[0] == "e" else key + found[1]
-                        row = out.setdefault(sub, [0, 0, 0, 0.0])
-                        row["icnv".index(found[2])] = (float if found[2] == "v" else int)(value["N"])
+            owner, _, counter = item["pk"]["S"].partition("#")
+            prefix, colon, key = counter.partition(":")
+            if owner != campaign or not colon:
+                continue
+            rows = out[{"arm": "arms", "split": "splits", "ctx": "contexts"}[prefix]]
+            rows[key] = [int(item["impressions"]["N"]), int(item["clicks"]["N"]),
+                         int(item["conversions"]["N"]), float(item["value"]["N"])]
+            for name, value in item.items():
+                found = re.fullmatch(r"d(\d+)([icn])", name)
+                if found:
+                    row = rows.setdefault(f"{key}#d{found[1]}", [0, 0, 0, 0.0])
+                    row["icn".index(found[2])] = int(value["N"])
     return out
 
 
@@ -124,8 +127,10 @@ class FaultyS3:
       (older counts of the same counters, as a concurrent publish-stats would), so our ``IfMatch`` fails (412).
     """
 
-    def __init__(self, client: Any, allow: int, mode: str, rival: dict[str, dict[str, Any]], rounds: int = 6):
+    def __init__(self, client: Any, allow: int, mode: str, rival: dict[str, dict[str, Any]], rounds: int = 6, *,
+                 now: int) -> None:
         self.client, self.allow, self.mode, self.rival, self.rounds = client, allow, mode, rival, rounds
+        self.now = now  # the rival publisher's clock
         self.puts = 0
         self.faults = 0
 
@@ -139,7 +144,8 @@ class FaultyS3:
                 if self.mode == "conflict" and self.faults < self.rounds:
                     self.faults += 1
                     campaign = kwargs["Key"][len("stats/"):-len(".msgpack")]
-                    StatsStore(kwargs["Bucket"], self.client).publish(campaign, self.rival[campaign], now=1)
+                    StatsStore(kwargs["Bucket"], self.client).publish(campaign, self.rival[campaign],
+                                                                      now=self.now)
         return self.client.put_object(**kwargs)
 
     def __getattr__(self, name: str) -> Any:
@@ -179,21 +185,22 @@ def _publish_stats_under_faults(aws: AwsResources, seed: int, mode: str) -> None
     from dco.aws.stats_store import decode_counters
     from dco.fold import stats_updates
 
-    now = 1_714_560_000
+    now = BOUNDARY + HOUR  # the events' times straddle BOUNDARY
     campaigns = [f"ps{seed}-{mode[:2]}-{n}" for n in range(2)]
     stream = counter_stream(aws, seed, campaigns, chunk=10)
     want = clean_objects(aws, campaigns, stream, now)
-    truth = {c: arms_of_counters(aws, c) for c in campaigns}
-    rival: dict[str, dict[str, Any]] = {c: {"arms": {}, "components": {}, "splits": {}} for c in campaigns}
+    truth = {c: rows_of_counters(aws, c) for c in campaigns}
+    assert all(any("#d" in key for key in truth[c]["contexts"]) for c in campaigns)  # discounted sums published
+    rival: dict[str, dict[str, Any]] = {c: {s: {} for s in COUNTER_SECTIONS} for c in campaigns}
     rows, _ = decode_counters(stream[: len(stream) // 2])  # older images of the same counters
     for campaign, update in stats_updates((row for _, row in rows), now=1).items():
-        for section in ("arms", "components", "splits"):
+        for section in COUNTER_SECTIONS:
             rival[campaign][section].update(update.get(section, {}))
     k = 0
     while True:
         bucket = f"ps-{seed}-{mode}-{k}"
         aws.s3.create_bucket(Bucket=bucket)
-        faulty = FaultyS3(aws.s3, k, mode, rival)
+        faulty = FaultyS3(aws.s3, k, mode, rival, now=now)
         app = load_handler("publish_stats")
         app.clock = lambda: now
         app.STORE = StatsStore(bucket, faulty, sleep=lambda _s: None)
@@ -206,9 +213,9 @@ def _publish_stats_under_faults(aws: AwsResources, seed: int, mode: str) -> None
         for campaign in campaigns:
             obj, _ = StatsStore(bucket, aws.s3).load(campaign)
             assert obj is not None
-            assert {s: obj[s] for s in ("arms", "components", "splits")} == \
-                {s: want[campaign][s] for s in ("arms", "components", "splits")}, (seed, mode, k, campaign)
-            assert obj["arms"] == truth[campaign]
+            assert {s: obj[s] for s in COUNTER_SECTIONS} == \
+                {s: want[campaign][s] for s in COUNTER_SECTIONS}, (seed, mode, k, campaign)
+            assert {s: obj[s] for s in COUNTER_SECTIONS} == truth[campaign]
 
         # AND an hour of simulated time later the whole stream comes again: nothing changes, nothing is written
         etags = {c: aws.s3.head_object(Bucket=bucket, Key=stats_key(c))["ETag"] for c in campaigns}

@@ -3,27 +3,32 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from decimal import Decimal
 
 import pytest
 from dco.fold import (
     Delta,
     EventRecord,
+    FoldBatch,
     Past,
     PoisonRecordError,
     aggregate,
-    bucket_rows,
-    cell_attribute,
-    cell_field,
-    cell_rows,
     counter_row,
     counter_rows,
+    decay_rows,
     parse_event,
-    prune_buckets,
     sequence_key,
     stats_updates,
 )
-from dco.learning import cell_host, counter_keys
+from dco.learning.contract import (
+    EPOCH_S,
+    RECENT_HALF_LIFE_S,
+    WEIGHT_SCALE,
+    counter_keys,
+    decay_attribute,
+    decay_stamp,
+)
 
 IMAGE = {
     "campaign": "c1",
@@ -34,36 +39,59 @@ IMAGE = {
     "context": {"region": "pnw", "device": "mobile"},
     "holdout": False,
 }
+CTX = "ctx:cr|h1.i2@device=mobile@region=pnw"  # the learner's counter of IMAGE
+BOUNDARY = 2551 * EPOCH_S  # the first second of epoch 2551
+HALF = RECENT_HALF_LIFE_S
+
+
+def weight(offset: int) -> int:
+    """The integer weight of an event ``offset`` seconds into its epoch, as the contract spells it out."""
+    return round(2 ** (offset / HALF) * WEIGHT_SCALE)
+
+
+FIRST = WEIGHT_SCALE  # the weight of an epoch's first second
+LAST = weight(EPOCH_S - 1)  # the weight of its last second: just under 2 ** 8 times more
 
 
 def event(seq: int, kind: str = "imp", **changes: object) -> EventRecord:
     return parse_event({**IMAGE, "kind": kind, **changes}, sequence=str(seq), shard="s1")
 
 
+def summed(*parts: Mapping[tuple[str, str], Delta]) -> dict[tuple[str, str], Delta]:
+    """Deltas of several applications added per key (what the Counters table holds after all of them)."""
+    out: dict[tuple[str, str], Delta] = {}
+    for part in parts:
+        for key, delta in part.items():
+            out[key] = out.get(key, Delta()) + delta
+    return out
+
+
 def test_parse_event_reads_every_field() -> None:
-    record = parse_event({**IMAGE, "kind": "conv", "value": Decimal("12.50")}, sequence="42", shard="s1",
-                         created_at=7)
+    record = parse_event({**IMAGE, "kind": "conv", "value": Decimal("12.50"), "ts": Decimal(BOUNDARY)},
+                         sequence="42", shard="s1", created_at=7)
     assert record == EventRecord(
         campaign="c1", kind="conv", arm="cr|h1.i2", creative="cr", variants=("headline=h1", "image=i2"),
         context=(("device", "mobile"), ("region", "pnw")), holdout=False, value=Decimal("12.50"),
-        sequence="42", shard="s1", created_at=7,
+        sequence="42", shard="s1", created_at=7, ts=BOUNDARY,
     )
     assert record.delta() == Delta(conversions=1, value=Decimal("12.50"))
+    assert event(1).ts is None
 
 
 def test_counter_keys_are_the_learning_contract() -> None:
+    # GIVEN a steered event of an assembled creative, with and without a time
     record = event(1)
-    assert record.counter_keys() == counter_keys(
+    timed = event(1, ts=Decimal(BOUNDARY + 3))
+    assert timed.ts == BOUNDARY + 3
+    # THEN its counters are contract.counter_keys': the arm, the creative, the split and one ctx: counter; the time
+    # adds no key (it weighs the ctx: counter's discounted sums, attributes of its item)
+    assert record.counter_keys() == timed.counter_keys() == counter_keys(
         arm="cr|h1.i2", creative="cr", variants=["headline=h1", "image=i2"],
         context={"region": "pnw", "device": "mobile"}, holdout=False,
-    )
-    timed = event(1, ts=Decimal(86400 * 3))
-    assert timed.ts == 86400 * 3
-    assert timed.counter_keys() == counter_keys(
-        arm="cr|h1.i2", creative="cr", variants=["headline=h1", "image=i2"],
-        context={"region": "pnw", "device": "mobile"}, holdout=False, now_s=86400 * 3,
-    )
-    assert "comp:cr|headline=h1#e3" in timed.counter_keys()
+    ) == ["arm:cr|h1.i2", "arm:cr", "split:optimized", CTX]
+    # AND a holdout event, and a creative that is its own arm, have no ctx: counter
+    assert event(1, holdout=True).counter_keys() == ["arm:cr|h1.i2", "arm:cr", "split:holdout"]
+    assert event(1, arm="static", creative="static", variants=[]).counter_keys() == ["arm:static", "split:optimized"]
 
 
 @pytest.mark.parametrize(
@@ -77,6 +105,9 @@ def test_counter_keys_are_the_learning_contract() -> None:
         ({"context": {"region": 3}}, "context"),
         ({"holdout": "no"}, "holdout"),
         ({"ts": Decimal("1.5")}, "ts"),
+        ({"ts": Decimal("-1")}, "ts"),
+        ({"ts": "1714550400"}, "ts"),
+        ({"ts": True}, "ts"),
         ({"kind": "conv", "value": "abc"}, "value"),
         ({"kind": "conv", "value": Decimal("-1")}, "value"),
         ({"kind": "conv", "value": Decimal("NaN")}, "value"),
@@ -110,7 +141,7 @@ def test_aggregate_sums_per_counter() -> None:
     # THEN each counter holds the sum of its events' deltas
     assert deltas[("c1", "arm:cr|h1.i2")] == Delta(3, 1, 1, Decimal("10.25"))
     assert deltas[("c1", "arm:cr")] == Delta(3, 1, 1, Decimal("10.25"))
-    assert deltas[("c1", "comp:cr|headline=h1@region=pnw")] == Delta(3, 1, 1, Decimal("10.25"))
+    assert deltas[("c1", CTX)] == Delta(3, 1, 1, Decimal("10.25"))
     assert deltas[("c1", "split:optimized")] == Delta(3, 1, 1, Decimal("10.25"))
     assert deltas[("c1", "split:holdout")] == Delta(1, 0, 0, Decimal(0))
     assert deltas[("c1", "arm:static")] == Delta(1)
@@ -128,42 +159,75 @@ def test_counter_fold_after_a_watermark() -> None:
     batch = aggregate([event(10), event(11, "click"), event(12), event(13, "conv", value=Decimal("2.5"))])
     fold = batch.counters[("s1", "c1", "arm:cr|h1.i2")]
     assert (fold.first, fold.last) == (sequence_key("10"), sequence_key("13"))
-    assert fold.after(sequence_key("9")) == Past(Delta(2, 1, 1, Decimal("2.5")), {}, sequence_key("13"), "10", {})
-    assert fold.after(sequence_key("11")) == Past(Delta(1, 0, 1, Decimal("2.5")), {}, sequence_key("13"), "12", {})
+    assert fold.after(sequence_key("9")) == Past(Delta(2, 1, 1, Decimal("2.5")), {}, sequence_key("13"), "10")
+    assert fold.after(sequence_key("11")) == Past(Delta(1, 0, 1, Decimal("2.5")), {}, sequence_key("13"), "12")
     assert fold.after(sequence_key("13")) is None
 
 
-def test_counter_fold_after_a_watermark_splits_time_buckets() -> None:
-    # GIVEN a batch that straddles midnight (bucket 3 -> 4) and one record without a time
-    day = 86400
-    records = [event(10, ts=3 * day + 5), event(11, "click", ts=4 * day - 1), event(12, ts=4 * day),
-               event(13), event(14, "conv", value=Decimal("2.5"), ts=4 * day + 9)]
+def test_discounted_sums_straddle_an_epoch_boundary_and_split_at_a_watermark() -> None:
+    # GIVEN a batch that straddles the start of epoch 2551 (the last second of 2550, then 2551's first seconds)
+    # and one record without a time
+    records = [event(10, ts=BOUNDARY - 1), event(11, "click", ts=BOUNDARY - 1), event(12, ts=BOUNDARY),
+               event(13), event(14, "conv", value=Decimal("2.5"), ts=BOUNDARY + 1)]
     batch = aggregate(records)
-    comp = batch.counters[("s1", "c1", "comp:cr|headline=h1@region=pnw")]
+    ctx = batch.counters[("s1", "c1", CTX)]
     arm = batch.counters[("s1", "c1", "arm:cr|h1.i2")]
-    # THEN the bucketed counter sums per bucket (the untimed record only in the all-time total)
-    assert comp.bucketed and not arm.bucketed
-    assert comp.total == Delta(3, 1, 1, Decimal("2.5"))
-    assert comp.buckets == {3: Delta(1, 1), 4: Delta(1, 0, 1, Decimal("2.5"))}
-    assert arm.buckets == {}
+    # THEN only the ctx: counter keeps discounted sums: per epoch, each field the sum of its events' integer
+    # weights (the untimed record is only in the all-time total, the conversion's value in no discounted sum)
+    assert ctx.discounted and not arm.discounted
+    assert ctx.total == Delta(3, 1, 1, Decimal("2.5"))
+    assert ctx.decayed == {2550: Delta(LAST, LAST), 2551: Delta(FIRST, 0, FIRST + 1)}
+    assert arm.decayed == {}
     # AND after() splits the steps past a watermark the same way
-    assert comp.after(sequence_key("11")) == Past(
-        Delta(2, 0, 1, Decimal("2.5")), {4: Delta(1, 0, 1, Decimal("2.5"))}, sequence_key("14"), "12", {})
-    assert arm.after(sequence_key("11")).buckets == {}
-    # AND the batch's deltas are learning.counter_keys' counters, time buckets under their #e keys
+    assert ctx.after(sequence_key("11")) == Past(
+        Delta(2, 0, 1, Decimal("2.5")), {2551: Delta(FIRST, 0, FIRST + 1)}, sequence_key("14"), "12")
+    assert ctx.after(sequence_key("10")).decayed == {2550: Delta(0, LAST), 2551: Delta(FIRST, 0, FIRST + 1)}
+    assert ctx.after(sequence_key("12")).decayed == {2551: Delta(0, 0, FIRST + 1)}
+    assert arm.after(sequence_key("11")).decayed == {}
+    # AND the batch's deltas are contract.counter_keys' counters plus the discounted sums under #d<epoch> keys
     deltas = batch.deltas()
-    assert deltas[("c1", "comp:cr|headline=h1@region=pnw#e3")] == Delta(1, 1)
-    assert deltas[("c1", "arm:cr|h1.i2@region=pnw#e4")] == Delta(1, 0, 1, Decimal("2.5"))
-    assert {k for _, k in deltas} == {k for r in records for k in r.counter_keys()}
+    assert deltas[("c1", f"{CTX}#d2550")] == Delta(LAST, LAST)
+    assert deltas[("c1", f"{CTX}#d2551")] == Delta(FIRST, 0, FIRST + 1)
+    assert {k for _, k in deltas} == {k for r in records for k in r.counter_keys()} | {
+        f"{CTX}#d2550", f"{CTX}#d2551"}
 
 
-def test_one_bucket_batches_take_the_totals_as_the_bucket() -> None:
-    # GIVEN a batch whose events are all in one bucket
-    batch = aggregate([event(i, kind, ts=86400 * 7 + i) for i, kind in ((1, "imp"), (2, "click"), (3, "imp"))])
+def test_one_epoch_batches_sum_the_weights_of_their_events() -> None:
+    # GIVEN a batch whose events are all in one epoch, an hour apart
+    times = [BOUNDARY + 3600 * i for i in range(3)]
+    kinds = ("imp", "click", "imp")
+    batch = aggregate([event(i, kind, ts=t) for i, (kind, t) in enumerate(zip(kinds, times, strict=True), 1)])
+    weights = [decay_stamp(t)[1] for t in times]
+    assert weights == [FIRST, weight(3600), weight(7200)] and FIRST < weights[1] < weights[2]
     for fold in batch.counters.values():
-        # THEN every bucketed counter's bucket is its total, and the others have none
-        assert fold.buckets == ({7: fold.total} if fold.bucketed else {})
-    assert sum(f.bucketed for f in batch.counters.values()) == 7  # arm@region + 2 x (comp, comp@region, comp@device)
+        # THEN the ctx: counter's one epoch holds the summed weights, and the other counters have none
+        assert fold.decayed == ({2551: Delta(weights[0] + weights[2], weights[1])} if fold.key == CTX else {})
+    assert [f.key for f in batch.counters.values() if f.discounted] == [CTX]
+
+
+def test_events_without_a_time_add_no_discounted_sums() -> None:
+    # GIVEN a batch of steered events without ts (an older track function)
+    batch = aggregate([event(1), event(2, "click"), event(3, "conv", value=Decimal(4))])
+    ctx = batch.counters[("s1", "c1", CTX)]
+    # THEN the ctx: counter counts them all-time, and keeps no discounted sums (nothing to write or publish)
+    assert ctx.discounted and ctx.total == Delta(1, 1, 1, Decimal(4))
+    assert ctx.decay_sums == {} and ctx.decayed == {} and ctx.after("").decayed == {}
+    assert not any("#d" in key for _, key in batch.deltas())
+
+
+def test_a_click_folded_in_a_later_batch_than_its_impression() -> None:
+    # GIVEN an impression in the last second of epoch 2550, and its click a half-life later (epoch 2551) and a
+    # conversion a second after that, each folded in its own batch
+    impression = event(10, ts=BOUNDARY - 1)
+    click = event(11, "click", ts=BOUNDARY + HALF - 1)
+    conversion = event(12, "conv", value=Decimal("3.5"), ts=BOUNDARY + HALF)
+    alone = [aggregate([r]).deltas() for r in (impression, click, conversion)]
+    # THEN each batch adds its event's weight in its own epoch and field
+    assert alone[0][("c1", f"{CTX}#d2550")] == Delta(LAST)
+    assert alone[1][("c1", f"{CTX}#d2551")] == Delta(0, weight(HALF - 1))
+    assert alone[2][("c1", f"{CTX}#d2551")] == Delta(0, 0, 2 * WEIGHT_SCALE)  # a half-life in: twice the first
+    # AND the three batches sum to exactly the one batch that holds them all
+    assert summed(*alone) == aggregate([impression, click, conversion]).deltas()
 
 
 def test_aggregate_rejects_out_of_order_records() -> None:
@@ -171,119 +235,115 @@ def test_aggregate_rejects_out_of_order_records() -> None:
         aggregate([event(2), event(1)])
 
 
-def test_aggregate_is_exact_for_any_split() -> None:
-    # Values are Decimals: summing any partition of a batch gives exactly the whole batch's sum.
+def _split_at(batch: FoldBatch, prefix: FoldBatch, watermark: str) -> dict[tuple[str, str, str], tuple]:
+    """Per counter of ``batch``: what the prefix's application plus ``after(watermark)`` add (the adapter's
+    second round), as ``(total, decayed)``."""
+    out = {}
+    for ident, fold in batch.counters.items():
+        done = prefix.counters.get(ident)
+        total = done.total if done else Delta()
+        decayed = dict(done.decayed) if done else {}
+        past = fold.after(watermark)
+        if past is not None:
+            total = total + past.delta
+            for epoch, part in past.decayed.items():
+                decayed[epoch] = decayed.get(epoch, Delta()) + part
+        out[ident] = (total, decayed)
+    return out
+
+
+def test_any_split_at_a_watermark_sums_exactly_to_the_clean_application() -> None:
+    # GIVEN a batch of steered and holdout events with Decimal values, straddling an epoch boundary, some untimed
     rng = random.Random(7)
-    records = [event(i, "conv", value=Decimal(f"{rng.randrange(1, 10**6)}.{rng.randrange(100):02d}"))
-               for i in range(1, 200)]
-    whole = aggregate(records).deltas()[("c1", "arm:cr")]
-    cut = rng.randrange(1, 198)
-    parts = aggregate(records[:cut]).deltas()[("c1", "arm:cr")] + aggregate(records[cut:]).deltas()[("c1", "arm:cr")]
-    assert parts == whole
+    records = []
+    for i in range(1, 200):
+        kind = rng.choice(["imp", "imp", "click", "conv"])
+        changes: dict = {"ts": None if rng.random() < 0.1 else BOUNDARY + rng.randint(-4000, 4000),
+                         "holdout": rng.random() < 0.1, "arm": rng.choice(["cr|h1.i2", "cr|h2.i2"])}
+        if kind == "conv":
+            changes["value"] = Decimal(f"{rng.randrange(1, 10**6)}.{rng.randrange(100):02d}")
+        records.append(event(i, kind, **changes))
+    whole = aggregate(records)
+    want = {ident: (fold.total, fold.decayed) for ident, fold in whole.counters.items()}
+    assert any(len(fold.decayed) == 2 for fold in whole.counters.values())  # the split crosses epochs
+    for cut in range(len(records) + 1):
+        # WHEN the counters already hold the records up to a watermark (an earlier, partial application)
+        prefix = aggregate(records[:cut])
+        watermark = records[cut - 1].sequence_key if cut else ""
+        # THEN the prefix plus the steps past the watermark is exactly the clean application, discounted sums too
+        assert _split_at(whole, prefix, watermark) == want, cut
+        # AND the two applications' deltas sum to the whole batch's
+        assert summed(prefix.deltas(), aggregate(records[cut:]).deltas()) == whole.deltas(), cut
 
 
 def test_counter_row_maps_prefixes_to_sections() -> None:
-    image = {"pk": "c1#comp:cr|headline=h1", "impressions": Decimal(10), "clicks": Decimal(2),
+    image = {"pk": "c1#ctx:cr|h1.i2@region=pnw", "impressions": Decimal(10), "clicks": Decimal(2),
              "conversions": Decimal(1), "value": Decimal("4.5"), "seq_s1": "x"}
-    assert counter_row(image) == ("c1", "components", "cr|headline=h1", [10, 2, 1, 4.5])
+    assert counter_row(image) == ("c1", "contexts", "cr|h1.i2@region=pnw", [10, 2, 1, 4.5])
     assert counter_row({**image, "pk": "c1#split:holdout"})[1:3] == ("splits", "holdout")
     assert counter_row({**image, "pk": "c1#arm:cr|h1"})[1:3] == ("arms", "cr|h1")
     assert counter_row({**image, "pk": "c1#other:x"}) is None
-    for bad in ({"pk": "no-hash"}, {**image, "impressions": Decimal("1.5")}, {**image, "clicks": "3"}):
+    assert counter_row({**image, "pk": "c1#arm:"}) is None
+    for bad in ({"pk": "no-hash"}, {"pk": "#arm:a"}, {**image, "impressions": Decimal("1.5")},
+                {**image, "clicks": "3"}, {**image, "value": Decimal(-1)}):
         with pytest.raises(PoisonRecordError):
             counter_row(bad)
 
 
-def test_counter_rows_expand_time_buckets_kept_in_the_item() -> None:
-    # GIVEN a component counter item with two time buckets (fields not stored are 0) and a watermark
-    image = {"pk": "c1#comp:cr|headline=h1", "impressions": Decimal(10), "clicks": Decimal(2),
+def test_counter_rows_expand_the_discounted_sums_kept_in_the_item() -> None:
+    # GIVEN a ctx: counter item with discounted sums in two epochs (fields not stored are 0) and a watermark
+    image = {"pk": f"c1#{CTX}", "impressions": Decimal(10), "clicks": Decimal(2),
              "conversions": Decimal(1), "value": Decimal("4.5"), "seq_s1": "x",
-             "e20001i": Decimal(6), "e20001c": Decimal(1), "e20002i": Decimal(4), "e20002c": Decimal(1),
-             "e20002n": Decimal(1), "e20002v": Decimal("4.5")}
-    # THEN its rows are the all-time row and one #e<bucket> row per bucket, oldest first
+             "d2551i": Decimal(700_000), "d2551c": Decimal(70_000), "d2550i": Decimal(6_000_000),
+             "d2550n": Decimal(900_000)}
+    # THEN its rows are the all-time row and one #d<epoch> row per epoch, oldest first, with no value
+    key = CTX[len("ctx:"):]
     assert counter_rows(image) == [
-        ("c1", "components", "cr|headline=h1", [10, 2, 1, 4.5]),
-        ("c1", "components", "cr|headline=h1#e20001", [6, 1, 0, 0.0]),
-        ("c1", "components", "cr|headline=h1#e20002", [4, 1, 1, 4.5]),
+        ("c1", "contexts", key, [10, 2, 1, 4.5]),
+        ("c1", "contexts", f"{key}#d2550", [6_000_000, 0, 900_000, 0.0]),
+        ("c1", "contexts", f"{key}#d2551", [700_000, 70_000, 0, 0.0]),
     ]
-    assert bucket_rows(image)[20002] == [4, 1, 1, Decimal("4.5")]
+    assert decay_rows(image) == {2550: [6_000_000, 0, 900_000], 2551: [700_000, 70_000, 0]}
     assert counter_rows({**image, "pk": "c1#other:x"}) == []
-    # AND a malformed bucket attribute is poison that names it; look-alike names are not buckets
-    for bad, name in (({"e20001c": Decimal("1.5")}, "e20001c"), ({"e20001v": "x"}, "e20001v"),
-                      ({"e20001i": -1}, "e20001i"), ({"value": Decimal(-1)}, "'value'")):
+    # AND a malformed discounted sum is poison that names it; look-alike names are not sums
+    for bad, name in (({"d2551c": Decimal("1.5")}, "d2551c"), ({"d2551n": "x"}, "d2551n"),
+                      ({"d2551i": -1}, "d2551i"), ({"value": Decimal(-1)}, "'value'")):
         with pytest.raises(PoisonRecordError, match=name):
             counter_rows({**image, **bad})
-    assert bucket_rows({**image, "e1x": 5, "eventual": 1, "e12": 3}).keys() == {20001, 20002}
+    assert decay_rows({**image, "d1x": 5, "d1v": 5, "deleted": 1, "d12": 3, "dx1i": 2}).keys() == {2550, 2551}
 
 
-def test_counter_rows_expand_device_cells_kept_in_the_item() -> None:
-    # GIVEN a per-region combination item with a day bucket and two device cells (fields not stored are 0)
-    image = {"pk": "c1#arm:cr|h1.i2@region=pnw", "impressions": Decimal(10), "clicks": Decimal(2),
-             "seq_s1": "x", "e20001i": Decimal(10), "e20001c": Decimal(2),
-             "@device=mobile:i": Decimal(7), "@device=mobile:c": Decimal(2), "@device=desktop:i": Decimal(3),
-             "@device=desktop:n": Decimal(1), "@device=desktop:v": Decimal("9.5")}
-    # THEN its rows are the all-time row, the bucket row and one @device=<d> row per cell (learning's keys)
-    rows = counter_rows(image)
-    assert rows == [
-        ("c1", "arms", "cr|h1.i2@region=pnw", [10, 2, 0, 0.0]),
-        ("c1", "arms", "cr|h1.i2@region=pnw#e20001", [10, 2, 0, 0.0]),
-        ("c1", "arms", "cr|h1.i2@region=pnw@device=desktop", [3, 0, 1, 9.5]),
-        ("c1", "arms", "cr|h1.i2@region=pnw@device=mobile", [7, 2, 0, 0.0]),
-    ]
-    assert all(cell_host(f"arm:{key}") == (f"arm:{rows[0][2]}", key[len(rows[0][2]):]) for _, _, key, _ in rows[2:])
-    assert cell_rows(image)["@device=mobile"] == [7, 2, 0, Decimal(0)]
-    assert cell_attribute("@device=mobile", 3) == "@device=mobile:v"
-    assert cell_field("@device=mobile:v") == ("@device=mobile", 3)
-    # AND a malformed cell attribute is poison that names it; look-alike names are not cells
-    for bad, name in (({"@device=mobile:c": Decimal("1.5")}, "@device=mobile:c"),
-                      ({"@device=tv:v": "x"}, "@device=tv:v"), ({"@device=tv:i": -1}, "@device=tv:i")):
-        with pytest.raises(PoisonRecordError, match=name):
-            counter_rows({**image, **bad})
-    assert cell_rows({**image, "@device=tv": 5, "@device=tv:x": 1, "device=tv:i": 3}).keys() == {
-        "@device=mobile", "@device=desktop"}
-
-
-def test_cells_ride_in_their_host_and_split_at_its_watermark() -> None:
-    # GIVEN one combination served on mobile (10, 11: click) and on desktop (12, 13), and a record without device
-    records = [event(10, context={"region": "pnw", "device": "mobile"}),
-               event(11, "click", context={"region": "pnw", "device": "mobile"}),
-               event(12, context={"region": "pnw", "device": "desktop"}),
-               event(13, "conv", value=Decimal("2.5"), context={"region": "pnw", "device": "desktop"}),
-               event(14, context={"region": "pnw"})]
+def test_counter_rows_of_the_written_item_are_the_batch_deltas() -> None:
+    # GIVEN a batch over an epoch boundary, and the items one clean application writes (docs/storage.md: the
+    # all-time counts and, per epoch, d<epoch><i|c|n> for the fields that are not zero)
+    records = [event(1, ts=BOUNDARY - 5), event(2, "click", ts=BOUNDARY - 4), event(3, ts=BOUNDARY + 9),
+               event(4, "conv", value=Decimal("7.25"), ts=BOUNDARY + 10), event(5, holdout=True, ts=BOUNDARY)]
     batch = aggregate(records)
-    host = batch.counters[("s1", "c1", "arm:cr|h1.i2@region=pnw")]
-    # THEN the cells are not counters of their own (no write of their own) but sums in their host
-    assert not any("@device=" in key and key.startswith("arm:") for _, _, key in batch.counters)
-    assert host.total == Delta(3, 1, 1, Decimal("2.5"))
-    assert host.cell_totals == {"@device=mobile": Delta(1, 1), "@device=desktop": Delta(1, 0, 1, Decimal("2.5"))}
-    # AND after() splits them at the host's watermark
-    assert host.after(sequence_key("11")).cells == {"@device=desktop": Delta(1, 0, 1, Decimal("2.5"))}
-    assert host.after(sequence_key("13")).cells == {}
-    # AND the batch's deltas name them with learning.counter_keys' keys
-    assert {k for _, k in batch.deltas()} == {k for r in records for k in r.counter_keys()}
+    rows = []
+    for fold in batch.counters.values():
+        total = fold.total
+        image: dict = {"pk": fold.pk, "impressions": total.impressions, "clicks": total.clicks,
+                       "conversions": total.conversions, "value": total.value}
+        for epoch, part in fold.decayed.items():
+            for index, amount in enumerate((part.impressions, part.clicks, part.conversions)):
+                if amount:
+                    image[decay_attribute(epoch, index)] = Decimal(amount)
+        rows += counter_rows(image)
+    # THEN publish-stats reads back every counter and discounted sum of the batch, under the same keys
+    prefix = {"arms": "arm:", "splits": "split:", "contexts": "ctx:"}
+    read = {(c, prefix[s] + k): Delta(i, n_c, n, Decimal(str(v))) for c, s, k, (i, n_c, n, v) in rows}
+    assert read == batch.deltas()
+    assert read[("c1", f"{CTX}#d2550")] == Delta(decay_stamp(BOUNDARY - 5)[1], decay_stamp(BOUNDARY - 4)[1])
 
 
 def test_stats_updates_keep_the_newest_image_per_counter() -> None:
     rows = [("c1", "arms", "a", [5, 1, 0, 0.0]), ("c1", "arms", "a", [7, 1, 0, 0.0]),
+            ("c1", "contexts", "cr|a@region=x#d2551", [70_000, 0, 0, 0.0]),
+            ("c1", "contexts", "cr|a@region=x#d2551", [65_536, 67_476, 0, 0.0]),
             ("c2", "splits", "optimized", [3, 0, 0, 0.0])]
     out = stats_updates(rows, now=99)
     assert out["c1"]["arms"] == {"a": [7, 1, 0, 0.0]}
-    assert out["c1"]["updated_at"] == 99
+    assert out["c1"]["contexts"] == {"cr|a@region=x#d2551": [70_000, 67_476, 0, 0.0]}  # sums only grow: maxed
+    assert out["c1"]["updated_at"] == 99 and out["c1"]["version"] == 2
     assert out["c2"]["splits"] == {"optimized": [3, 0, 0, 0.0]}
-
-
-def test_prune_buckets_keeps_the_newest_window() -> None:
-    obj = {"components": {"cr|h=1": [1, 0, 0, 0.0], "cr|h=1#e10": [1, 0, 0, 0.0], "cr|h=1#e20": [1, 0, 0, 0.0],
-                          "cr|h=1@region=x#e7": [1, 0, 0, 0.0], "cr|h=1#e23": [1, 0, 0, 0.0]}}
-    assert sorted(prune_buckets(obj, keep=14)["components"]) == ["cr|h=1", "cr|h=1#e10", "cr|h=1#e20", "cr|h=1#e23"]
-
-
-def test_prune_buckets_prunes_combination_buckets_per_section() -> None:
-    # GIVEN combination rows bucketed per region, an arm whose own name holds "#e", and components elsewhere
-    obj = {"arms": {"cr|a@region=x#e30": [1, 0, 0, 0.0], "cr|a@region=x#e16": [1, 0, 0, 0.0],
-                    "cr|a@region=x#e17": [1, 0, 0, 0.0], "cr|a@region=x": [3, 0, 0, 0.0], "sku#e1": [1, 0, 0, 0.0]},
-           "components": {"cr|h=1#e2": [1, 0, 0, 0.0]}}
-    pruned = prune_buckets(obj, keep=14)
-    # THEN each section keeps its own newest window (30 - 14 < 17), and only per-region combination rows count
-    assert sorted(pruned["arms"]) == ["cr|a@region=x", "cr|a@region=x#e17", "cr|a@region=x#e30", "sku#e1"]
-    assert list(pruned["components"]) == ["cr|h=1#e2"]
+    assert set(out["c2"]) == {"version", "campaign", "updated_at", "arms", "splits", "contexts"}

@@ -1,86 +1,85 @@
-"""dco.fold.aggregate, tuned for speed (per-scope str-keyed lookups), against its plain definition.
+"""dco.fold.aggregate, tuned for speed (decisions resolved once, counts from step lists), against its plain
+definition.
 
-Every counter of :func:`dco.learning.counter_keys` of every record gets that record's step, in stream order,
-the sums of their deltas, and counters appear in the order they are first met (what CounterStore.apply walks);
-a time-bucketed key ``<key>#e<bucket>`` is not a counter of its own but bucket ``<bucket>`` of counter ``<key>``,
-and a device cell (``learning.cell_host``) is not a counter either: its steps and sums are kept in its host counter
-(``cells``, ``cell_sums``), in no particular order.
+Every counter of :func:`dco.learning.contract.counter_keys` of every record gets that record's step
+``(sequence key, sequence, delta, stamp)``, in stream order, where ``stamp`` is
+:func:`dco.learning.contract.decay_stamp` of the event's time (None without one); its sums are the sums of the
+steps' deltas; counters appear in the order they are first met (what CounterStore.apply walks). A ``ctx:`` counter
+also sums, per epoch, each timed step's weight into the field of its kind (impressions, clicks, conversions):
+its discounted sums, which :meth:`CounterFold.after` splits at any watermark like the totals.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from decimal import Decimal
 
 import dco.fold as fold_module
-from dco.fold import CounterFold, EventRecord, aggregate
-from dco.learning import BUCKET_SUFFIX, cell_host
+from dco.fold import CounterFold, Delta, EventRecord, Past, aggregate, decision_segment, parse_event
+from dco.learning.contract import DECAY_SUFFIX, EPOCH_S, counter_keys, decay_stamp
 
-Reference = dict[tuple[str, str, str], tuple[list, list, dict[int, list], set]]
+BOUNDARY = 2551 * EPOCH_S  # the first second of epoch 2551
+FIELD = {"imp": 0, "click": 1, "conv": 2}
+
+Reference = dict[tuple[str, str, str], tuple[list, list, dict[int, list[int]]]]
 
 
 def _reference(records: list[EventRecord]) -> Reference:
-    """Per counter: its steps, sums, sums per time bucket, and the steps that went to a time bucket."""
+    """Per counter, one record at a time: its steps, sums and discounted sums per epoch."""
     out: Reference = {}
     for r in records:
         delta = r.delta()
-        bucket = None if r.ts is None else r.ts // fold_module._BUCKET_S
-        step = (r.sequence_key, r.sequence, delta, bucket)
-        field = {"imp": 0, "click": 1, "conv": 2}[r.kind]
+        stamp = None if r.ts is None else decay_stamp(r.ts)
         for key in r.counter_keys():
-            base, sep, tail = key.rpartition(BUCKET_SUFFIX)
-            if sep and tail.isdigit():  # bucket ``tail`` of counter ``base``, which this record also increments
-                _, _, buckets, timed = out[(r.shard, r.campaign, base)]
-                assert int(tail) == bucket
-                sums = buckets.setdefault(bucket, [0, 0, 0, Decimal(0)])
-                timed.add(step[0])
-            else:
-                steps, sums, _, _ = out.setdefault((r.shard, r.campaign, key), ([], [0, 0, 0, Decimal(0)], {}, set()))
-                steps.append(step)
-            sums[field] += 1
+            steps, sums, decayed = out.setdefault((r.shard, r.campaign, key), ([], [0, 0, 0, Decimal(0)], {}))
+            steps.append((r.sequence_key, r.sequence, delta, stamp))
+            sums[FIELD[r.kind]] += 1
             sums[3] += delta.value
+            if key.startswith("ctx:") and stamp is not None:
+                epoch, weight = stamp
+                decayed.setdefault(epoch, [0, 0, 0])[FIELD[r.kind]] += weight
     return out
+
+
+def _past(steps: list, watermark: str, discounted: bool) -> Past | None:
+    """The plain :meth:`CounterFold.after`: the steps past ``watermark`` summed, their weights per epoch."""
+    past = [step for step in steps if step[0] > watermark]
+    if not past:
+        return None
+    decayed: dict[int, Delta] = {}
+    for _, _, delta, stamp in past:
+        if discounted and stamp is not None:
+            epoch, weight = stamp
+            part = Delta(delta.impressions * weight, delta.clicks * weight, delta.conversions * weight)
+            decayed[epoch] = decayed.get(epoch, Delta()) + part
+    return Past(sum((d for _, _, d, _ in past), start=Delta()), decayed, past[-1][0], past[0][1])
 
 
 def _assert_plain(records: list[EventRecord]) -> None:
     """``aggregate(records)`` is exactly the plain definition: same counters in first-met order, same sums and
-    per-bucket sums, first and last sequence keys (read before the steps), steps, and ``after()`` of a mid-batch
-    watermark."""
+    discounted sums, first and last sequence keys (read before the steps), steps, ``after()`` of watermarks before,
+    inside and past the batch, and the batch's deltas."""
     batch = aggregate(records)
     expected = _reference(records)
-    assert list(batch.counters) == [ident for ident in expected if cell_host(ident[2]) is None]
-    for ident, (steps, sums, buckets, timed) in expected.items():
-        found = cell_host(ident[2])
-        if found is None:
-            fold: CounterFold = batch.counters[ident]
-            cells = {k[2][len(fold.key):]: v for k, v in expected.items()
-                     if k[:2] == ident[:2] and (cell_host(k[2]) or ("",))[0] == fold.key}
-            assert set(fold.cells or {}) == set(cells)
-        else:  # a device cell: steps (in no particular order) and sums in its host's item
-            host = batch.counters[(*ident[:2], found[0])]
-            assert sorted(host.cells[found[1]]) == steps  # type: ignore[index]
-            assert host.cell_sums[found[1]] == sums  # type: ignore[index]
-            assert not buckets
-            continue
+    assert list(batch.counters) == list(expected)
+    deltas: dict[tuple[str, str], Delta] = {}
+    for ident, (steps, sums, decayed) in expected.items():
+        fold: CounterFold = batch.counters[ident]
+        discounted = ident[2].startswith("ctx:")
+        assert fold.discounted == discounted
         assert fold.sums == sums
-        assert (fold.bucket_sums or {}) == buckets
+        assert fold.decay_sums == (decayed if discounted else None)
         assert (fold.first, fold.last) == (steps[0][0], steps[-1][0])
         assert fold.steps == steps
-        middle = steps[len(steps) // 2][0]
-        past = [step for step in steps if step[0] > middle]
-        want_buckets: dict[int, fold_module.Delta] = {}
-        for key, _, delta, bucket in past:
-            if key in timed:
-                want_buckets[bucket] = want_buckets.get(bucket, fold_module.Delta()) + delta
-        want_cells = {}
-        for suffix, (cell_steps, *_) in cells.items():
-            part = [d for k, _, d, _ in cell_steps if k > middle]
-            if part:
-                want_cells[suffix] = sum(part, start=fold_module.Delta())
-        assert fold.after(middle) == (
-            (sum((d for _, _, d, _ in past), start=fold_module.Delta()), want_buckets, past[-1][0], past[0][1],
-             want_cells)
-            if past else None)
+        for watermark in ("", steps[0][0], steps[len(steps) // 3][0], steps[len(steps) // 2][0], steps[-1][0]):
+            assert fold.after(watermark) == _past(steps, watermark, discounted)
+        key = ident[1:]
+        deltas[key] = deltas.get(key, Delta()) + Delta(*sums)
+        for epoch, part in decayed.items():
+            key = (ident[1], f"{ident[2]}{DECAY_SUFFIX}{epoch}")
+            deltas[key] = deltas.get(key, Delta()) + Delta(*part)
+    assert batch.deltas() == deltas
     assert batch.events == len(records)
     assert batch.created_at == max(r.created_at for r in records)
 
@@ -101,123 +100,110 @@ def _records(seed: int, n: int) -> list[EventRecord]:
             context=context, holdout=rng.random() < 0.2,
             value=Decimal(rng.randint(0, 999)) / 100 if kind == "conv" else Decimal(0),
             sequence=str(1000 + i), shard=rng.choice(["s1", "s2"]), created_at=100 + i,
-            ts=rng.choice([None, 86400 * 3 + rng.randint(0, 86400 * 2)]),
+            ts=rng.choice([None, BOUNDARY + rng.randint(-2 * 86400, 2 * 86400)]),
         ))
     return out
 
 
 def test_aggregate_by_parts_equals_per_record_counter_keys() -> None:
     for seed in range(5):
-        # GIVEN random records over two shards, campaigns, holdout, context, variants and time buckets
+        # GIVEN random records over two shards, campaigns, holdout, context, variants and two epochs, some
+        # without a time
         records = _records(seed, 400)
-        # WHEN they are aggregated, THEN every counter has exactly the steps and sums of the plain definition
+        assert {decay_stamp(r.ts)[0] for r in records if r.ts is not None} == {2550, 2551}
+        # WHEN they are aggregated, THEN every counter has exactly the steps, sums and discounted sums of the
+        # plain definition
         _assert_plain(records)
 
 
 def test_aggregate_by_parts_handles_unhashable_and_repeated_parts() -> None:
-    # GIVEN hand-built records: list variants (not memoizable), a repeated variant (a key met twice per record),
-    # and records of one decision in two time buckets (same decision, different bucketed keys)
+    # GIVEN hand-built records: list variants (not memoizable), a repeated variant, and records of one decision
+    # on both sides of an epoch boundary (same counters, two epochs of discounted sums)
     records = [
         EventRecord(campaign="c", kind="imp", arm="cr|1", creative="cr", variants=["headline=h1"],  # type: ignore[arg-type]
-                    sequence="1", shard="s", ts=86400),
+                    sequence="1", shard="s", ts=BOUNDARY - 2),
         EventRecord(campaign="c", kind="click", arm="cr|1", creative="cr", variants=("headline=h1", "headline=h1"),
-                    sequence="2", shard="s", ts=86400),
+                    sequence="2", shard="s", ts=BOUNDARY - 2),
         EventRecord(campaign="c", kind="conv", arm="cr|1", creative="cr", variants=("headline=h1",),
-                    value=Decimal("1.5"), sequence="3", shard="s", ts=86400 * 2 - 1),
+                    value=Decimal("1.5"), sequence="3", shard="s", ts=BOUNDARY - 1),
         EventRecord(campaign="c", kind="imp", arm="cr|1", creative="cr", variants=("headline=h1",),
-                    sequence="4", shard="s", ts=86400 * 2),
+                    sequence="4", shard="s", ts=BOUNDARY),
     ]
     # WHEN they are aggregated, THEN the counters are exactly those of the plain definition
     _assert_plain(records)
+    assert aggregate(records).counters[("s", "c", "ctx:cr|1")].decay_sums.keys() == {2550, 2551}
 
 
-def test_decision_segments_chain_to_counter_keys() -> None:
-
-    from dco.fold import clear_key_memo, decision_segments
-    from dco.learning import counter_keys
+def test_decision_segment_is_counter_keys() -> None:
+    from dco.fold import clear_key_memo
 
     rng = random.Random(7)
     clear_key_memo()
     for _ in range(300):
-        # GIVEN a decision with any context order (hand-built records may not sort it), holdout and bucket
+        # GIVEN a decision with any context order (hand-built records may not sort it) and holdout
         record = _records(rng.randint(0, 10**6), 1)[0]
         context = list(record.context)
         rng.shuffle(context)
-        ts = record.ts if record.ts is not None else 86400 * 5
-        # WHEN its counter keys come from the memoized segments (twice: built, then remembered)
-        for _ in range(2):
-            segments = decision_segments(record.arm, record.creative, record.variants, tuple(context),
-                                         record.holdout)
-            # THEN chained, each key followed by its device cells, they are exactly learning.counter_keys without
-            # a time, same order
-            keys = [k for s in segments for key in s.keys for k in (key, *(h + x for h, x in s.cells if h == key))]
-            assert keys == counter_keys(
-                arm=record.arm, creative=record.creative, variants=record.variants, context=dict(context),
-                holdout=record.holdout)
-            # AND with a time, counter_keys follows each bucketed key (only those) by its #e<bucket> copy
-            timed = []
-            for segment in segments:
-                for key, bucketed in zip(segment.keys, segment.bucketed, strict=True):
-                    timed += [key, f"{key}#e{ts // 86400}"] if bucketed else [key]
-                    timed += [host + suffix for host, suffix in segment.cells if host == key]
-                assert all(cell_host(host + suffix) == (host, suffix) for host, suffix in segment.cells)
-            assert timed == counter_keys(
-                arm=record.arm, creative=record.creative, variants=record.variants, context=dict(context),
-                holdout=record.holdout, now_s=ts)
+        want = counter_keys(arm=record.arm, creative=record.creative, variants=record.variants,
+                            context=dict(context), holdout=record.holdout)
+        # WHEN its counter keys come from the memoized segment (twice: built, then remembered)
+        first = decision_segment(record.arm, record.creative, record.variants, tuple(context), record.holdout)
+        again = decision_segment(record.arm, record.creative, record.variants, tuple(context), record.holdout)
+        # THEN they are exactly contract.counter_keys, same order, and only the ctx: key keeps discounted sums
+        assert again is first
+        assert list(first.keys) == want
+        assert first.discounted == tuple(key.startswith("ctx:") for key in want)
+        assert sum(first.discounted) == (1 if record.variants and not record.holdout and record.arm != record.creative
+                                         else 0)
 
 
 def test_aggregate_stays_exact_when_the_key_memo_overflows_mid_batch(monkeypatch) -> None:
-    import dco.fold as fold
-
     # GIVEN a key memo of 8 entries (emptied whenever full) and a batch with far more distinct decisions
-    monkeypatch.setattr(fold, "KEY_MEMO_SIZE", 8)
-    fold.clear_key_memo()
+    monkeypatch.setattr(fold_module, "KEY_MEMO_SIZE", 8)
+    fold_module.clear_key_memo()
     records = _records(11, 500)
     # WHEN the batch is aggregated (twice, the second time with whatever the memo kept)
     for _ in range(2):
         # THEN the result is still exactly the plain definition
         _assert_plain(records)
-    assert len(fold._decision_segments) <= 8 and len(fold._variant_segments) <= 8
+    assert len(fold_module._decision_segments) <= 8
 
 
 def test_hand_built_records_with_dict_or_unsorted_context_fold_like_parsed_ones() -> None:
-    import dataclasses
-
-    from dco.fold import parse_event
-
     # GIVEN the same event parsed (sorted context, sequence key filled in), hand-built with a dict context,
     # and hand-built with its context pairs unsorted
     parsed = parse_event({"campaign": "c", "kind": "imp", "arm": "cr|1", "creative": "cr",
                           "variants": ["headline=h1"], "context": {"region": "pnw", "device": "mobile"},
-                          "ts": 86400}, sequence="5", shard="s")
+                          "ts": BOUNDARY + 5}, sequence="5", shard="s")
     as_dict = dataclasses.replace(parsed, context={"region": "pnw", "device": "mobile"})  # type: ignore[arg-type]
     unsorted = dataclasses.replace(parsed, context=(("region", "pnw"), ("device", "mobile")))
-    # THEN the replaced records recompute their sequence key, and each folds into the same counters
+    # THEN the replaced records recompute their sequence key, and each folds into the same counters and sums
     assert parsed.seq_key == as_dict.sequence_key == "5".zfill(40)
-    keys = [list(aggregate([r]).counters) for r in (parsed, as_dict, unsorted)]
-    assert sorted(keys[0]) == sorted(keys[1]) == sorted(keys[2])
-    assert [k for _, _, k in keys[0]] == [k for k in parsed.counter_keys() if "#e" not in k and not cell_host(k)]
-    assert set(aggregate([parsed]).counters[("s", "c", "arm:cr|1@region=pnw")].cells or ()) == {"@device=mobile"}
-    assert {k for r in (parsed, as_dict, unsorted) for (_, k) in aggregate([r]).deltas()} == set(parsed.counter_keys())
+    batches = [aggregate([r]) for r in (parsed, as_dict, unsorted)]
+    assert [list(b.counters) for b in batches] == [list(batches[0].counters)] * 3
+    assert [k for _, _, k in batches[0].counters] == parsed.counter_keys()
+    ctx = "ctx:cr|1@device=mobile@region=pnw"
+    assert [b.deltas() for b in batches] == [batches[0].deltas()] * 3
+    assert {k for _, k in batches[0].deltas()} == {*parsed.counter_keys(), f"{ctx}#d2551"}
+    assert batches[0].counters[("s", "c", ctx)].decayed == {2551: Delta(decay_stamp(BOUNDARY + 5)[1])}
 
 
-def test_time_buckets_in_runs_or_step_by_step_match_the_plain_definition(monkeypatch) -> None:
-    import dataclasses
-
-    import dco.fold as fold
-
+def test_event_times_in_order_flapping_or_at_a_boundary_match_the_plain_definition() -> None:
     rng = random.Random(5)
     base = _records(21, 600)
-    # GIVEN event times in stream order over four days with a few untimed events (runs: one bucket change per
-    # midnight), and the same events with times flapping between the buckets
-    times = sorted(rng.randint(86400 * 3, 86400 * 7) for _ in base)
-    ordered = [dataclasses.replace(r, ts=None if rng.random() < 0.05 else t) for r, t in zip(base, times, strict=True)]
-    flapping = [dataclasses.replace(r, ts=rng.choice([86400 * 3 + 7, 86400 * 4 + 7])) for r in base]
-    midnight = [dataclasses.replace(r, ts=86400 * 4 - 300 + i) for i, r in enumerate(base)]  # one change of day
-    for max_runs in (0, 1, 3, 16, 10**6):
-        # WHEN aggregated with any budget of runs (past it, the steps are summed one by one)
-        monkeypatch.setattr(fold, "_MAX_RUNS", max_runs)
-        # THEN every counter's sums per bucket are exactly the plain definition's
-        _assert_plain(ordered)
-        _assert_plain(flapping)
-        _assert_plain(midnight)
+    # GIVEN event times in stream order over two epochs with a few untimed events, the same events with times
+    # flapping between two epochs, all at one time (one stamp for the batch), and one change of epoch mid-batch
+    times = sorted(rng.randint(BOUNDARY - 3 * 86400, BOUNDARY + 3 * 86400) for _ in base)
+    batches = {
+        "ordered": [dataclasses.replace(r, ts=None if rng.random() < 0.05 else t)
+                    for r, t in zip(base, times, strict=True)],
+        "flapping": [dataclasses.replace(r, ts=rng.choice([BOUNDARY - 7, BOUNDARY + 7])) for r in base],
+        "one time": [dataclasses.replace(r, ts=BOUNDARY + 60) for r in base],
+        "boundary": [dataclasses.replace(r, ts=BOUNDARY - 300 + i) for i, r in enumerate(base)],
+        "untimed": [dataclasses.replace(r, ts=None) for r in base],
+    }
+    for name, records in batches.items():
+        # WHEN aggregated, THEN every counter's discounted sums per epoch are exactly the plain definition's
+        _assert_plain(records)
+        epochs = {e for f in aggregate(records).counters.values() for e in (f.decay_sums or {})}
+        assert epochs == {"one time": {2551}, "untimed": set()}.get(name, {2550, 2551}), name

@@ -12,12 +12,12 @@ delta: an impression adds 1 impression, a click 1 click, a conversion 1 conversi
 
 Exactly-once needs more than the totals: when a counter turns out to hold part of a batch already (a
 redelivery), the adapter asks :meth:`CounterFold.after` for the delta of only the records past the counter's
-watermark. So each counter keeps its steps ``(sequence, delta, time bucket)`` in stream order.
+watermark. So each counter keeps its steps ``(sequence, delta, stamp)`` in stream order.
 
-Time buckets live in their counter's item: the learner's counter (``ctx:...``) also counts each event in its day
-(:func:`dco.learning.contract.bucket_of` of the event's ``ts``), as attributes ``e<bucket>i``/``c``/``n``/``v`` of
-its item, added in the same write (docs/storage.md). :meth:`FoldBatch.deltas` and :func:`counter_rows` give them
-back under ``<key>#e<bucket>`` keys, the rows of the stats object.
+Discounted sums live in their counter's item: the learner's counter (``ctx:...``) also sums each event's integer
+weight per epoch (:func:`dco.learning.contract.decay_stamp` of the event's ``ts``), as attributes
+``d<epoch>i``/``c``/``n`` of its item, added in the same write (docs/storage.md). :meth:`FoldBatch.deltas` and
+:func:`counter_rows` give them back under ``<key>#d<epoch>`` keys, the rows of the stats object.
 
 Sequence numbers are decimal strings of up to 40 digits (DynamoDB Streams). DynamoDB numbers keep 38
 significant digits, so they are compared as zero-padded 40-character strings (:func:`sequence_key`), where
@@ -39,14 +39,12 @@ from typing import Any, NamedTuple
 
 from dco.errors import DcoError
 from dco.learning.contract import (
-    BUCKET_FIELDS,
-    BUCKET_S,
-    BUCKET_SUFFIX,
+    DECAY_SUFFIX,
     PREFIX_TO_SECTION,
     STATS_VERSION,
-    bucket_attribute,
-    bucket_field,
     counter_keys,
+    decay_field,
+    decay_stamp,
 )
 
 __all__ = [
@@ -61,17 +59,12 @@ __all__ = [
     "sequence_key",
     "counter_row",
     "counter_rows",
-    "bucket_attribute",
-    "bucket_field",
-    "bucket_rows",
+    "decay_rows",
     "stats_updates",
 ]
 
 SEQUENCE_WIDTH = 40  # DynamoDB Streams sequence numbers: 21 to 40 decimal digits
 _ZERO = Decimal(0)
-_BUCKET_S = BUCKET_S
-_UNSET = object()  # no record seen yet
-_MAX_RUNS = 16  # bucket changes within a batch before aggregate sums steps per bucket instead
 
 # Event kinds as stored in the Events table (either spelling) -> the counter field they increment.
 _KIND_TO_FIELD: dict[str, str] = {
@@ -132,7 +125,7 @@ class EventRecord:
     ``sequence`` is the stream's sequence number as delivered (what a batch item failure must name);
     ``shard`` is the stream shard (the lane whose order the counters' watermarks follow); ``created_at`` is
     the record's ApproximateCreationDateTime in unix seconds (0 when unknown); ``ts`` is the event's own time
-    (the Events item's ``ts``), which places it in the time-bucketed component counters (None: no buckets).
+    (the Events item's ``ts``), which weighs it in the learner's discounted sums (None: not in them).
     """
 
     campaign: str
@@ -252,7 +245,7 @@ class Past(NamedTuple):
     """What :meth:`CounterFold.after` returns: the steps past a watermark."""
 
     delta: Delta
-    buckets: dict[int, Delta]  # per time bucket (bucketed counters; empty otherwise)
+    decayed: dict[int, Delta]  # per epoch, the discounted sums (discounted counters; empty otherwise)
     last: str  # their highest sequence key
     lowest: str  # their lowest raw sequence number
 
@@ -261,20 +254,21 @@ class Past(NamedTuple):
 class CounterFold:
     """The part of a batch that goes to one counter from one shard.
 
-    ``steps`` are ``(sequence key, sequence, delta, time bucket)`` in stream order (ascending sequence keys;
-    bucket ``None`` for an event without a time); ``total`` is their sum; ``first``/``last`` are the lowest
-    and highest sequence keys. ``bucketed`` counters (the learner's ``ctx:`` counters) also sum their steps per
-    time bucket: ``bucket_sums``, set by :func:`aggregate`; they are written as attributes of the counter's item,
-    in its write and under its watermark (docs/storage.md), so :meth:`after` splits both at one watermark.
+    ``steps`` are ``(sequence key, sequence, delta, stamp)`` in stream order (ascending sequence keys; ``stamp``
+    the event's ``(epoch, weight)``, :func:`dco.learning.contract.decay_stamp`, None for an event without a time);
+    ``total`` is their sum; ``first``/``last`` are the lowest and highest sequence keys. ``discounted`` counters (the
+    learner's ``ctx:`` counters) also sum their steps' weights per epoch: ``decay_sums`` (``[impressions, clicks,
+    conversions]``), set by :func:`aggregate`; they are written as attributes of the counter's item, in its write
+    and under its watermark (docs/storage.md), so :meth:`after` splits both at one watermark.
     """
 
     shard: str
     campaign: str
     key: str
-    steps: list[tuple[str, str, Delta, int | None]] = field(default_factory=list)
+    steps: list[tuple[str, str, Delta, tuple[int, int] | None]] = field(default_factory=list)
     sums: list[Any] = field(default_factory=lambda: [0, 0, 0, _ZERO])  # running total, mutable for speed
-    bucketed: bool = False
-    bucket_sums: dict[int, list[Any]] | None = None  # None: no time buckets in this batch
+    discounted: bool = False
+    decay_sums: dict[int, list[int]] | None = None  # None: no discounted sums in this batch
 
     @property
     def total(self) -> Delta:
@@ -282,9 +276,9 @@ class CounterFold:
         return Delta(*self.sums)
 
     @property
-    def buckets(self) -> dict[int, Delta]:
-        """Time bucket -> the sum of its steps (empty for a counter without time buckets)."""
-        return {bucket: Delta(*sums) for bucket, sums in (self.bucket_sums or {}).items()}
+    def decayed(self) -> dict[int, Delta]:
+        """Epoch -> the discounted sums of its steps (empty for a counter without them)."""
+        return {epoch: Delta(*sums) for epoch, sums in (self.decay_sums or {}).items()}
 
     @property
     def pk(self) -> str:
@@ -305,20 +299,21 @@ class CounterFold:
         Used when the counter already holds a prefix of this batch: only the rest may be added.
         """
         total = Delta()
-        buckets: dict[int, Delta] = {}
         lowest: str | None = None
         last = ""
-        for key, raw, delta, bucket in self.steps:
+        past = []
+        for step in self.steps:
+            key = step[0]
             if key > watermark:
-                total = total + delta
-                if self.bucketed and bucket is not None:
-                    buckets[bucket] = buckets.get(bucket, Delta()) + delta
+                total = total + step[2]
+                past.append(step)
                 last = key
                 if lowest is None:
-                    lowest = raw
+                    lowest = step[1]
         if lowest is None:
             return None
-        return Past(total, buckets, last, lowest)
+        decayed = {e: Delta(*sums) for e, sums in _decay_sums(past).items()} if self.discounted else {}
+        return Past(total, decayed, last, lowest)
 
 
 @dataclass
@@ -336,20 +331,20 @@ class FoldBatch:
     created_at: int = 0
 
     def deltas(self) -> dict[tuple[str, str], Delta]:
-        """Totals per ``(campaign, counter key)``, all shards together (what one clean application adds), time
-        buckets under ``<key>#e<bucket>`` keys (the stats object's rows)."""
+        """Totals per ``(campaign, counter key)``, all shards together (what one clean application adds), the
+        discounted sums under ``<key>#d<epoch>`` keys (the stats object's rows)."""
         out: dict[tuple[str, str], Delta] = {}
         for fold in self.counters.values():
             key = (fold.campaign, fold.key)
             out[key] = out.get(key, Delta()) + fold.total
-            for bucket, delta in fold.buckets.items():
-                key = (fold.campaign, f"{fold.key}{BUCKET_SUFFIX}{bucket}")
+            for epoch, delta in fold.decayed.items():
+                key = (fold.campaign, f"{fold.key}{DECAY_SUFFIX}{epoch}")
                 out[key] = out.get(key, Delta()) + delta
         return out
 
 
 def aggregate(records: Iterable[EventRecord]) -> FoldBatch:
-    """Sum a batch's events per counter (and per shard), and per time bucket for the bucketed counters.
+    """Sum a batch's events per counter (and per shard), and the discounted sums of the learner's counters.
 
     Records of one shard must come in stream order (as Lambda delivers them); a record whose sequence number
     is not above the previous one of its shard raises ``ValueError`` (the handler never builds such a batch).
@@ -365,10 +360,8 @@ def aggregate(records: Iterable[EventRecord]) -> FoldBatch:
     creative, variants, context and holdout) have the same counters (:func:`decision_segment`), so the batch
     resolves them to step lists once per distinct decision.
     Per record that leaves one lookup and one append per counter; the counts come from the step lists' lengths
-    at the end, with a second pass over the few clicks and conversions. Time buckets cost nothing per record:
-    events come in time order, so a batch changes bucket at most at midnight, and each change notes the step
-    lists' lengths (a counter's impressions per bucket are then differences of lengths); only a batch whose
-    event times flap between buckets more than ``_MAX_RUNS`` times sums its bucketed counters' steps.
+    at the end, with a second pass over the few clicks and conversions. The discounted sums take one pass over the
+    steps of the ``ctx:`` counters (one per steered event); a stamp is computed once per distinct event time.
     """
     batch = FoldBatch()
     last = batch.last_sequence
@@ -382,12 +375,7 @@ def aggregate(records: Iterable[EventRecord]) -> FoldBatch:
     others: list[tuple[str, str, Segment, int, Decimal, Any]] = []  # clicks and conversions
     events = 0
     created_at = 0
-    # Time buckets in runs: records in stream order change bucket rarely (at midnight), so at each change the
-    # length of every counter's step list is noted; a counter's steps of one run are then a slice of its list,
-    # and its count per bucket a difference of lengths. Events whose times flap between buckets fall back to
-    # summing the steps (``runs`` None).
-    runs: list[tuple[Any, list[int]]] | None = []
-    bucket: Any = _UNSET
+    stamps: dict[int, tuple[int, int]] = {}  # event time -> decay_stamp
     # The current shard and its last sequence key, in locals (a Lambda batch holds one shard).
     shard: str | None = None
     previous: str | None = None
@@ -406,14 +394,11 @@ def aggregate(records: Iterable[EventRecord]) -> FoldBatch:
         kind = record.kind
         delta = _IMPRESSION if kind == "imp" or kind == "impression" else record.delta()
         ts = record.ts
-        b = None if ts is None else int(ts) // _BUCKET_S
-        if b != bucket:
-            if runs is not None and bucket is not _UNSET:
-                if len(runs) < _MAX_RUNS:
-                    runs.append((bucket, [len(fold.steps) for fold in born]))
-                else:
-                    runs = None
-            bucket = b
+        stamp = None
+        if ts is not None:
+            stamp = stamps.get(ts)
+            if stamp is None:
+                stamp = stamps[ts] = decay_stamp(ts)
         context = record.context
         if type(context) is not tuple:  # a hand-built record with a dict or list context
             context = tuple(dict(context).items())
@@ -429,92 +414,59 @@ def aggregate(records: Iterable[EventRecord]) -> FoldBatch:
             segment = decision_segment(*decision[2:])
             found = resolved[decision] = (segment, _step_lists(segment, scope, born, shard, campaign))
         # one append per counter, looped in C (a Python loop here was a sixth of the time)
-        _drain(map(_append, found[1], repeat((seq_key, record.sequence, delta, bucket))))
+        _drain(map(_append, found[1], repeat((seq_key, record.sequence, delta, stamp))))
         if delta is not _IMPRESSION:
-            others.append(
-                (shard, record.campaign, found[0], _FIELD_INDEX[_KIND_TO_FIELD[kind]], delta.value, bucket)
-            )
+            others.append((shard, record.campaign, found[0], _FIELD_INDEX[_KIND_TO_FIELD[kind]], delta.value))
         events += 1
         if record.created_at > created_at:
             created_at = record.created_at
     if shard is not None and previous is not None:
         last[shard] = previous
     counters = batch.counters
-    if runs == [] and bucket is not None:  # the usual batch: one time bucket, its counts are the totals
-        for fold in born:
-            fold.sums[0] = count = len(fold.steps)
-            counters[(fold.shard, fold.campaign, fold.key)] = fold
-            if fold.bucketed:
-                fold.bucket_sums = {bucket: [count, 0, 0, _ZERO]}
-    else:
-        for index, fold in enumerate(born):
-            fold.sums[0] = len(fold.steps)
-            counters[(fold.shard, fold.campaign, fold.key)] = fold
-            if fold.bucketed and runs:
-                fold.bucket_sums = _run_counts(runs, index, bucket, len(fold.steps))
-    for shard, campaign, segment, index, value, at in others:
-        for key, bucketed in zip(segment.keys, segment.bucketed, strict=True):
-            fold = counters[(shard, campaign, key)]
-            sums = fold.sums
+    for fold in born:
+        fold.sums[0] = len(fold.steps)
+        counters[(fold.shard, fold.campaign, fold.key)] = fold
+        if fold.discounted:
+            fold.decay_sums = _decay_sums(fold.steps)
+    for shard, campaign, segment, index, value in others:
+        for key in segment.keys:
+            sums = counters[(shard, campaign, key)].sums
             sums[0] -= 1  # counted as an impression above
             sums[index] += 1
             if value:
                 sums[3] += value
-            if bucketed and at is not None and runs is not None:
-                sums = fold.bucket_sums[at]  # type: ignore[index]
-                sums[0] -= 1
-                sums[index] += 1
-                if value:
-                    sums[3] += value
-    if runs is None:
-        for fold in born:
-            if fold.bucketed:
-                fold.bucket_sums = _sum_by_bucket(fold.steps)
     batch.events += events
     if created_at > batch.created_at:
         batch.created_at = created_at
     return batch
 
 
-def _run_counts(runs: list[tuple[Any, list[int]]], index: int, bucket: Any, length: int) -> dict[int, list[Any]]:
-    """Steps per time bucket of counter ``index`` of the batch (in ``born`` order), from the step-list lengths
-    noted at the end of each run and ``length`` at the end of the last run (in ``bucket``), all counted as
-    impressions (the clicks and conversions are moved afterwards)."""
-    out: dict[int, list[Any]] = {}
-    done = 0
-    for at, lengths in (*runs, (bucket, None)):
-        end = length if lengths is None else lengths[index] if index < len(lengths) else 0
-        if end > done and at is not None:
-            sums = out.get(at)
-            if sums is None:
-                out[at] = [end - done, 0, 0, _ZERO]
-            else:
-                sums[0] += end - done
-        done = max(done, end)
-    return out
-
-
-def _sum_by_bucket(steps: list[tuple[str, str, Delta, int | None]]) -> dict[int, list[Any]]:
-    """Time bucket -> ``[impressions, clicks, conversions, value]`` of the steps (those without a time left out)."""
-    out: dict[int, list[Any]] = {}
-    for _, _, delta, bucket in steps:
-        if bucket is None:
+def _decay_sums(steps: list[tuple[str, str, Delta, tuple[int, int] | None]]) -> dict[int, list[int]]:
+    """Epoch -> the summed weights ``[impressions, clicks, conversions]`` of the steps (steps without a time are
+    left out)."""
+    out: dict[int, list[int]] = {}
+    impression = _IMPRESSION
+    for _, _, delta, stamp in steps:
+        if stamp is None:
             continue
-        sums = out.get(bucket)
+        epoch, weight = stamp
+        sums = out.get(epoch)
         if sums is None:
-            sums = out[bucket] = [0, 0, 0, _ZERO]
-        sums[0] += delta.impressions
-        sums[1] += delta.clicks
-        sums[2] += delta.conversions
-        sums[3] += delta.value
+            sums = out[epoch] = [0, 0, 0]
+        if delta is impression:
+            sums[0] += weight
+        else:
+            sums[0] += delta.impressions * weight
+            sums[1] += delta.clicks * weight
+            sums[2] += delta.conversions * weight
     return out
 
 
 class Segment(NamedTuple):
-    """The counter keys of one decision and which of them have time buckets (the learner's ``ctx:`` counter)."""
+    """The counter keys of one decision and which of them keep discounted sums (the learner's ``ctx:`` counter)."""
 
     keys: tuple[str, ...]
-    bucketed: tuple[bool, ...]
+    discounted: tuple[bool, ...]
 
 
 def _step_lists(
@@ -530,7 +482,7 @@ def _step_lists(
                 steps = steps_of.get(key)  # the same key earlier in this decision made it
                 if steps is None:
                     steps = steps_of[key] = []
-                    born.append(CounterFold(shard, campaign, key, steps, [0, 0, 0, _ZERO], segment.bucketed[index]))
+                    born.append(CounterFold(shard, campaign, key, steps, [0, 0, 0, _ZERO], segment.discounted[index]))
                 lists[index] = steps
     return lists
 
@@ -554,12 +506,12 @@ def decision_segment(
     holdout: bool,
 ) -> Segment:
     """The counters of one decision (:func:`dco.learning.contract.counter_keys`, same keys, same order), the
-    ``ctx:`` one flagged ``bucketed``. Memoized. ``context`` is the event's ``(dimension, value)`` pairs.
+    ``ctx:`` one flagged ``discounted``. Memoized. ``context`` is the event's ``(dimension, value)`` pairs.
 
     >>> decision_segment("cr|h1", "cr", ("headline=h1",), (("region", "pnw"),), False)
     ... # doctest: +NORMALIZE_WHITESPACE
     Segment(keys=('arm:cr|h1', 'arm:cr', 'split:optimized', 'ctx:cr|h1@region=pnw'),
-            bucketed=(False, False, False, True))
+            discounted=(False, False, False, True))
     """
     memo_key = (arm, creative, variants, context, holdout)
     segment = _decision_segments.get(memo_key)
@@ -600,7 +552,7 @@ def _amount(image: Mapping[str, Any], name: str) -> Decimal:
 
 def counter_row(image: Mapping[str, Any]) -> tuple[str, str, str, list[Any]] | None:
     """``(campaign, section, key, [impressions, clicks, conversions, value])`` of a Counters item image (its
-    all-time counts; :func:`counter_rows` adds its time buckets).
+    all-time counts; :func:`counter_rows` adds its discounted sums).
 
     ``None`` for counters the stats object does not carry; :class:`PoisonRecordError` for a malformed item.
 
@@ -621,49 +573,42 @@ def counter_row(image: Mapping[str, Any]) -> tuple[str, str, str, list[Any]] | N
 
 
 def counter_rows(image: Mapping[str, Any]) -> list[tuple[str, str, str, list[Any]]]:
-    """Every stats row a Counters item image carries: :func:`counter_row`, then one ``<key>#e<bucket>`` row per
-    time bucket kept in the item (:func:`bucket_rows`), oldest bucket first. Empty for counters the stats object
-    does not carry; :class:`PoisonRecordError` for a malformed item.
+    """Every stats row a Counters item image carries: :func:`counter_row`, then one ``<key>#d<epoch>`` row per
+    epoch of discounted sums kept in the item (:func:`decay_rows`), oldest first. Empty for counters the stats
+    object does not carry; :class:`PoisonRecordError` for a malformed item.
 
-    >>> counter_rows({"pk": "c1#ctx:cr|h1@region=x", "impressions": 5, "e20001i": 3, "e20001c": 1, "e20002i": 2})
+    >>> counter_rows({"pk": "c1#ctx:cr|h1@region=x", "impressions": 5, "d2551i": 300, "d2551c": 90, "d2552i": 70})
     ... # doctest: +NORMALIZE_WHITESPACE
-    [('c1', 'contexts', 'cr|h1@region=x', [5, 0, 0, 0.0]), ('c1', 'contexts', 'cr|h1@region=x#e20001', [3, 1, 0, 0.0]),
-     ('c1', 'contexts', 'cr|h1@region=x#e20002', [2, 0, 0, 0.0])]
+    [('c1', 'contexts', 'cr|h1@region=x', [5, 0, 0, 0.0]), ('c1', 'contexts', 'cr|h1@region=x#d2551', [300, 90, 0, 0.0]),
+     ('c1', 'contexts', 'cr|h1@region=x#d2552', [70, 0, 0, 0.0])]
     """
     row = counter_row(image)
     if row is None:
         return []
     campaign, section, key, counts = row
     out = [row]
-    for bucket, sums in sorted(bucket_rows(image).items()):
-        out.append((campaign, section, f"{key}{BUCKET_SUFFIX}{bucket}", [*sums[:3], float(sums[3])]))
+    for epoch, sums in sorted(decay_rows(image).items()):
+        out.append((campaign, section, f"{key}{DECAY_SUFFIX}{epoch}", [*sums, 0.0]))
     return out
 
 
-def bucket_rows(image: Mapping[str, Any]) -> dict[int, list[Any]]:
-    """Time bucket -> ``[impressions, clicks, conversions, value]`` (value a ``Decimal``) from a Counters item's
-    ``e<bucket><i|c|n|v>`` attributes (a field not stored is 0). :class:`PoisonRecordError` names a malformed
-    one.
+def decay_rows(image: Mapping[str, Any]) -> dict[int, list[int]]:
+    """Epoch -> ``[impressions, clicks, conversions]`` discounted sums from a Counters item's ``d<epoch><i|c|n>``
+    attributes (a field not stored is 0). :class:`PoisonRecordError` names a malformed one.
 
-    >>> bucket_rows({"pk": "c#ctx:x|a", "impressions": 9, "e7i": Decimal(4), "e7n": 1, "e7v": Decimal("2.5")})
-    {7: [4, 0, 1, Decimal('2.5')]}
+    >>> decay_rows({"pk": "c#ctx:x|a", "impressions": 9, "d7i": Decimal(400), "d7n": 65536})
+    {7: [400, 0, 65536]}
     """
-    return _sub_rows(image, bucket_field)
-
-
-def _sub_rows(image: Mapping[str, Any], parse: Any) -> dict[Any, list[Any]]:
-    """Sub-counter -> ``[impressions, clicks, conversions, value]`` from the attributes ``parse`` names
-    (``(sub-counter, field index)`` or None): :func:`bucket_rows`."""
-    out: dict[Any, list[Any]] = {}
+    out: dict[int, list[int]] = {}
     for name in image:
-        found = parse(name)
+        found = decay_field(name)
         if found is None:
             continue
-        sub, index = found
-        sums = out.get(sub)
+        epoch, index = found
+        sums = out.get(epoch)
         if sums is None:
-            sums = out[sub] = [0, 0, 0, _ZERO]
-        sums[index] = _amount(image, name) if index == 3 else _count(image, name)
+            sums = out[epoch] = [0, 0, 0]
+        sums[index] = _count(image, name)
     return out
 
 

@@ -1,13 +1,13 @@
 """The Counters table adapter: applies a :class:`dco.fold.FoldBatch` exactly once in effect.
 
 One item per counter (``pk`` = ``<campaign>#<counter key>``, docs/storage.md) holding ``impressions``,
-``clicks``, ``conversions``, ``value``, the same per time bucket for the bucketed counters (``e<bucket>i``,
-``e<bucket>c``, ``e<bucket>n``, ``e<bucket>v``: :func:`dco.learning.contract.bucket_attribute`; only the newest
-``LearningParams.buckets`` are kept) and, per stream shard, a watermark ``seq_<shard>`` = the highest sequence
+``clicks``, ``conversions``, ``value``, the discounted sums of the learner's counters per epoch (``d<epoch>i``,
+``d<epoch>c``, ``d<epoch>n``: :func:`dco.learning.contract.decay_attribute`; only the newest ``KEEP_EPOCHS`` are
+kept) and, per stream shard, a watermark ``seq_<shard>`` = the highest sequence
 number of that shard already added to this item, stored as ``"<40-digit zero-padded sequence>@<unix seconds>"``
 (a string: sequence numbers have up to 40 digits, DynamoDB numbers only 38 significant ones; zero padding makes
-string order numeric order; the time lets stale watermarks of closed shards be pruned). A per-region combination
-The watermark covers the item's time buckets too: they are added in the same write.
+string order numeric order; the time lets stale watermarks of closed shards be pruned). The watermark covers the
+item's discounted sums too: they are added in the same write.
 
 Per counter of a batch (docs/fold.md has the proof sketch):
 
@@ -48,7 +48,7 @@ from dco.fold import (
     PoisonRecordError,
     parse_event,
 )
-from dco.learning.contract import BUCKET_FIELDS, KEEP_BUCKETS, bucket_attribute, bucket_field
+from dco.learning.contract import DECAY_FIELDS, KEEP_EPOCHS, decay_attribute, decay_field
 
 __all__ = ["ApplyResult", "CounterStore", "decode_stream", "default_client", "shard_of", "WATERMARK_PREFIX"]
 
@@ -129,8 +129,8 @@ class ApplyResult:
     ``writes`` counts every UpdateItem request sent (a clean first application: one per distinct counter);
     ``applied`` counters changed; ``skipped`` counters already held all their records (conditional skips);
     ``conflicts`` compare-and-set retries; ``throttled`` throttled requests retried; ``pruned`` stale
-    watermarks removed; ``expired`` time buckets removed (older than the newest ``KEEP_BUCKETS`` of their
-    item); ``failed_sequences`` the first sequence number (as delivered) of each counter that
+    watermarks removed; ``expired`` epochs of discounted sums removed (older than the newest ``KEEP_EPOCHS`` of
+    their item); ``failed_sequences`` the first sequence number (as delivered) of each counter that
     could not be applied, to report as batch item failures.
     """
 
@@ -242,7 +242,7 @@ class CounterStore:
         old = self._update(
             fold,
             fold.total,
-            fold.buckets,
+            fold.decayed,
             _watermark_value(fold.last, created_at),
             "attribute_not_exists(#w) OR #w < :first",
             {":first": {"S": fold.first}},
@@ -260,14 +260,14 @@ class CounterStore:
             if past is None:
                 stats.skipped += 1
                 return
-            delta, buckets, last, _lowest = past
+            delta, decayed, last, _lowest = past
             if current is None:
                 condition, values = "attribute_not_exists(#w)", {}
             else:
                 condition, values = "#w = :old", {":old": {"S": current}}
             stats.conflicts += 1
             old = self._update(
-                fold, delta, buckets, _watermark_value(last, created_at), condition, values, name, created_at, stats,
+                fold, delta, decayed, _watermark_value(last, created_at), condition, values, name, created_at, stats,
             )
         if old is _APPLIED:
             stats.applied += 1
@@ -278,7 +278,7 @@ class CounterStore:
         self,
         fold: CounterFold,
         delta: Delta,
-        buckets: Mapping[int, Delta],
+        decayed: Mapping[int, Delta],
         watermark: str,
         condition: str,
         values: dict[str, Any],
@@ -288,8 +288,8 @@ class CounterStore:
     ) -> Any:
         """One conditional UpdateItem with throttling retries: ``_APPLIED`` or the item that failed the condition.
 
-        Adds ``delta`` to the all-time counts and each of ``buckets`` to its time bucket's attributes (the fields
-        that are not zero), in the same write as the watermark."""
+        Adds ``delta`` to the all-time counts and each of ``decayed`` to its epoch's discounted-sum attributes (the
+        fields that are not zero), in the same write as the watermark."""
         adds = "ADD #i :i, #c :c, #v :v, #x :x"
         names = {"#i": "impressions", "#c": "clicks", "#v": "conversions", "#x": "value", "#w": name}
         numbers = {
@@ -298,13 +298,13 @@ class CounterStore:
             ":v": {"N": str(delta.conversions)},
             ":x": {"N": str(delta.value)},
         }
-        # the time buckets kept in the item (numbered placeholders)
-        for number, (bucket, part) in enumerate(buckets.items()):
-            for index, amount in enumerate((part.impressions, part.clicks, part.conversions, part.value)):
+        # the discounted sums kept in the item, per epoch (numbered placeholders)
+        for number, (epoch, part) in enumerate(decayed.items()):
+            for index, amount in enumerate((part.impressions, part.clicks, part.conversions)):
                 if amount:
-                    placeholder = f"s{number}{BUCKET_FIELDS[index]}"
+                    placeholder = f"s{number}{DECAY_FIELDS[index]}"
                     adds += f", #{placeholder} :{placeholder}"
-                    names[f"#{placeholder}"] = bucket_attribute(bucket, index)
+                    names[f"#{placeholder}"] = decay_attribute(epoch, index)
                     numbers[f":{placeholder}"] = {"N": str(amount)}
         request = {
             "TableName": self.table_name,
@@ -338,9 +338,9 @@ class CounterStore:
     def _prune(
         self, pk: str, item: Mapping[str, Any], current: str, created_at: int, stats: ApplyResult
     ) -> None:
-        """Remove watermarks of shards whose last record is over 48 h older than this batch, and time buckets
-        older than the item's newest ``KEEP_BUCKETS`` (best effort, one write, only when there are some: about
-        once a day per counter for the buckets)."""
+        """Remove watermarks of shards whose last record is over 48 h older than this batch, and discounted sums
+        older than the item's newest ``KEEP_EPOCHS`` epochs (best effort, one write, only when there are some:
+        about once an epoch per counter for the sums)."""
         stale = []
         if created_at > 0:
             for attr, value in item.items():
@@ -348,7 +348,7 @@ class CounterStore:
                     seen = _watermark_time(value["S"])
                     if seen is not None and seen + PRUNE_AFTER_SECONDS < created_at:
                         stale.append((attr, value["S"]))
-        expired = _expired_buckets(item)
+        expired = _expired_epochs(item)
         if not stale and not expired:
             return
         names = {f"#p{i}": attr for i, (attr, _) in enumerate(stale)}
@@ -371,13 +371,13 @@ class CounterStore:
             logger.info("pruning %s skipped: %s", pk, exc.response.get("Error", {}).get("Code"))
 
 
-def _expired_buckets(item: Mapping[str, Any]) -> list[str]:
-    """The time-bucket attributes of a (typed) item older than its newest ``KEEP_BUCKETS`` buckets."""
-    buckets = [(found[0], attr) for attr in item if (found := bucket_field(attr)) is not None]
-    if not buckets:
+def _expired_epochs(item: Mapping[str, Any]) -> list[str]:
+    """The discounted-sum attributes of a (typed) item older than its newest ``KEEP_EPOCHS`` epochs."""
+    epochs = [(found[0], attr) for attr in item if (found := decay_field(attr)) is not None]
+    if not epochs:
         return []
-    newest = max(bucket for bucket, _ in buckets)
-    return sorted(attr for bucket, attr in buckets if bucket <= newest - KEEP_BUCKETS)
+    newest = max(epoch for epoch, _ in epochs)
+    return sorted(attr for epoch, attr in epochs if epoch <= newest - KEEP_EPOCHS)
 
 
 _APPLIED = object()
