@@ -326,6 +326,22 @@ BAD: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
     ("unknown scoring dimension", _set("scoring", {"geo.zip": 3}), 'scoring["geo.zip"]', "unknown dimension"),
     ("unknown default creative", _set("default_creative", "cr-nope"), "default_creative",
      'unknown creative "cr-nope"'),
+    # learning
+    ("learning not a mapping", _set("learning", ["region"]), "learning", "expected a mapping"),
+    ("learning unknown field", _set("learning", {"dims": ["region"]}), "learning.dims", "unknown field"),
+    ("learning dimensions not a list", _set("learning", {"dimensions": "region"}), "learning.dimensions",
+     "expected a list"),
+    ("unknown learning dimension", _set("learning", {"dimensions": ["region", "weather"]}),
+     "learning.dimensions[1]", 'unknown learning dimension "weather"'),
+    ("bad context key", _set("learning", {"dimensions": ["context.Weather!"]}), "learning.dimensions[0]",
+     "unknown learning dimension"),
+    ("repeated learning dimension", _set("learning", {"dimensions": ["device", "device"]}),
+     "learning.dimensions[1]", "listed twice"),
+    ("too many learning dimensions", _set("learning", {"dimensions": ["region", "device", "country", "daypart",
+                                                                      "context.weather"]}),
+     "learning.dimensions", "at most 4"),
+    ("learning dimension not a string", _set("learning", {"dimensions": [3]}), "learning.dimensions[0]",
+     "expected a string"),
     # feed
     ("unknown feed column", _set("feed.columns", {"colour": "color"}), "feed.columns.colour",
      "unknown feed column"),
@@ -475,6 +491,15 @@ def test_bad_config_reports_path_and_reason(mutate, path, fragment):
     err = first_error(data)
     assert (err.path, fragment in err.reason) == (path, True), str(err)
     assert str(err).startswith(f"{path}: ")
+
+
+def test_learning_dimensions_default_and_parse():
+    assert campaign_from_dict(base()).learning.dimensions == ("region", "device")
+    data = base()
+    data["learning"] = {"dimensions": ["daypart", "context.weather", "country"]}
+    assert campaign_from_dict(data).learning.dimensions == ("daypart", "context.weather", "country")
+    data["learning"] = {"dimensions": []}
+    assert campaign_from_dict(data).learning.dimensions == ()
 
 
 def test_validate_campaign_collects_every_error():

@@ -153,9 +153,9 @@ def test_the_memory_that_predicted_the_new_outcomes_gains_weight():
     old = _rows(before, COMBOS, ctx, 100_000, now=NOW - 5 * 86400)
     first = fit_models(old, NOW - 5 * 86400)
     assert [round(x, 6) for x in first["cr"]["click"]["log_weights"]] == [round(math.log(0.5), 6)] * 2
-    # after the change: the publication a day later adapts the recent memory; the one after scores the two
-    day1 = merged(old, _rows(after, COMBOS, ctx, 30_000, seed=3, now=NOW - 86400))
-    second = fit_models(day1, NOW - 86400, previous=first, previous_rows=old)
+    # after the change: the publication that sees it adapts the recent memory; the one an hour after scores the two
+    day1 = merged(old, _rows(after, COMBOS, ctx, 30_000, seed=3, now=NOW - 3600))
+    second = fit_models(day1, NOW - 3600, previous=first, previous_rows=old)
     day2 = merged(day1, _rows(after, COMBOS, ctx, 30_000, seed=4, now=NOW))
     models = fit_models(day2, NOW, previous=second, previous_rows=day1)["cr"]["click"]
     w_all, w_recent = (math.exp(x) for x in models["log_weights"])
@@ -271,8 +271,8 @@ def test_prior_variance_of_a_cold_group():
                                                                                                 strict=True)))
 
 
-@pytest.mark.parametrize("bad", [{"null_weight": 0.5}, {"switch_rate": 0.7}, {"pool": 0}, {"pool": True},
-                                 {"scale_grid": (0.1, 0.2)}, {"warm_sweeps": 2.5}])
+@pytest.mark.parametrize("bad", [{"null_weight": 0.5}, {"switches_per_day": 0.0}, {"pool": 0}, {"pool": True},
+                                 {"scale_grid": (0.2, 0.1)}, {"warm_sweeps": 2.5}])
 def test_learning_params_are_validated_with_the_field_named(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         LearningParams(**bad)

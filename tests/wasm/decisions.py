@@ -10,7 +10,9 @@ Data flow::
 Command line (CPython)::
 
     python tests/wasm/decisions.py build CAMPAIGN.json|.yaml FEED.tsv OUT.msgpack
-    python tests/wasm/decisions.py run OUT.msgpack tests/wasm/requests.json [--repeat N] [--samples] [--minimal]
+    python tests/wasm/decisions.py stats SNAPSHOT.msgpack OUT.msgpack      (a stats object with a fitted model)
+    python tests/wasm/decisions.py run OUT.msgpack tests/wasm/requests.json [--stats STATS.msgpack] [--repeat N]
+        [--samples] [--minimal]
 
 ``--minimal`` blocks every optional dependency of the core (numpy, pyroaring, jinja2, markupsafe, yaml,
 ua_parser) before ``dco`` is imported: CPython running what Pyodide runs. ``--samples`` keeps every timing.
@@ -49,9 +51,14 @@ def build_snapshot(campaign_json: bytes, feed: bytes) -> bytes:
     return build(data, result.catalog, campaign=campaign)
 
 
-def synthetic_stats(snapshot: Any) -> Any:
-    """Deterministic arm and component counts (so Thompson sampling has real posteriors to draw from)."""
-    from dco.stats import StatsTable
+STATS_TIME = 1_795_500_000  # the stats object's updated_at (its models are fitted at that time)
+
+
+def synthetic_stats_object(snapshot: Any) -> dict[str, Any]:
+    """Deterministic counters (product arms; the assembled creatives' combinations per region and device, with
+    their discounted sums) and the models publish-stats fits from them, so that every Thompson step draws from
+    real posteriors. Built once (in CPython) and handed to every runtime as msgpack bytes: the same stats."""
+    from dco.learning import context_key, decay_stamp, fit_models
 
     rnd = random.Random(STATS_SEED)
     arms: dict[str, list[Any]] = {}
@@ -60,17 +67,36 @@ def synthetic_stats(snapshot: Any) -> Any:
         if rnd.random() < 0.5:
             impressions = rnd.randint(20, 4000)
             arms[f"cr-product|{ids.get(row)}"] = [impressions, int(impressions * rnd.uniform(0.001, 0.03)), 0, 0.0]
-    components: dict[str, list[Any]] = {}
+    contexts: dict[str, list[Any]] = {}
+    epoch, weight = decay_stamp(STATS_TIME - 7200)
     for creative in snapshot.campaign.creatives.values():
-        for slot, variants in creative.slots.items():
-            for variant in variants:
-                impressions = rnd.randint(100, 20000)
-                components[f"{creative.id}|{slot}={variant.id}"] = [
-                    impressions, int(impressions * rnd.uniform(0.002, 0.02)), 0, 0.0,
-                ]
-    return StatsTable.from_object(
-        {"version": 1, "campaign": snapshot.campaign.id, "arms": arms, "components": components}
-    )
+        if creative.type != "assembled":
+            continue
+        slots = [[v.id for v in variants] for variants in creative.slots.values()]
+        boost = {ids_[0]: rnd.uniform(-0.4, 0.6) for ids_ in ([rnd.choice(s)] for s in slots)}
+        for _ in range(1500):
+            combo = [rnd.choice(s) for s in slots]
+            ctx = {"region": rnd.choice(["pnw", "northeast", "southeast", "midwest"]),
+                   "device": rnd.choice(["mobile", "desktop"])}
+            key = context_key(f"{creative.id}|" + ".".join(combo), ctx.items())
+            impressions = rnd.randint(50, 400)
+            rate = 0.01 * (1.0 + sum(boost.get(v, 0.0) for v in combo))
+            clicks = sum(rnd.random() < rate for _ in range(impressions))
+            contexts[key] = [impressions, clicks, 0, 0.0]
+            contexts[f"{key}#d{epoch}"] = [impressions * weight, clicks * weight, 0, 0.0]
+    obj = {"version": 2, "campaign": snapshot.campaign.id, "updated_at": STATS_TIME, "arms": arms,
+           "contexts": contexts}
+    obj["models"] = fit_models(contexts, STATS_TIME)
+    return obj
+
+
+def synthetic_stats(snapshot: Any, blob: bytes | None = None) -> Any:
+    """The stats table of :func:`synthetic_stats_object` (decoded from ``blob`` when given)."""
+    import msgpack
+    from dco.stats import StatsTable
+
+    obj = msgpack.unpackb(blob, raw=False, strict_map_key=False) if blob else synthetic_stats_object(snapshot)
+    return StatsTable.from_object(obj)
 
 
 def _digest(text: str) -> str:
@@ -108,7 +134,8 @@ def block_optional_dependencies() -> None:
 
 
 def run(
-    snapshot_blob: bytes, requests: list[dict[str, Any]], repeat: int = 20, samples: bool = False
+    snapshot_blob: bytes, requests: list[dict[str, Any]], repeat: int = 20, samples: bool = False,
+    stats_blob: bytes | None = None,
 ) -> dict[str, Any]:
     """Every request of ``requests``: targeting, eligibility, the seeded decision (twice), the rendered ad, timings.
 
@@ -122,7 +149,7 @@ def run(
     started = time.perf_counter()
     snapshot = load_snapshot(bytes(snapshot_blob))
     engine = Engine(snapshot)
-    stats = synthetic_stats(snapshot)
+    stats = synthetic_stats(snapshot, stats_blob)
     load_ms = (time.perf_counter() - started) * 1000
     campaign = snapshot.campaign
     results = []
@@ -196,10 +223,24 @@ def comparable(report: dict[str, Any], *, with_decisions: bool) -> list[dict[str
     """The runtime-independent part of a report (timings and runtime facts dropped) for equality checks.
 
     Eligibility, AdTheme, scores and top-N never depend on the backend; the seeded decision (and so the
-    rendered ad) depends on the random backend (numpy's PCG64 vs random.Random), hence ``with_decisions``.
+    rendered ad) of a product arm depends on the Beta draws (numpy's vs random.Random's), hence
+    ``with_decisions``; assembled creatives' decisions (the learner's tables, PCG64 uniforms) do not
+    (:func:`learning_decisions`).
     """
     keep = ("name", "seed", "targeting", "eligibility") + (("decision", "rendered") if with_decisions else ())
     return [{k: r[k] for k in keep} for r in report["results"]]
+
+
+def learning_decisions(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The decisions of every request served an assembled or standard creative (the learner's draws and the
+    holdout's uniform picks), with their rendered digest: the same on every backend."""
+    out = []
+    for r in report["results"]:
+        d = r["decision"]
+        if d["creative_type"] in ("assembled", "standard"):
+            out.append({"name": r["name"], "variants": d["variants"], "propensity": d["propensity"],
+                        "holdout": d["holdout"], "arm": d["arm"], "rendered": r["rendered"]})
+    return out
 
 
 def main(argv: list[str]) -> int:
@@ -209,12 +250,25 @@ def main(argv: list[str]) -> int:
         with open(argv[3], "wb") as out:
             out.write(blob)
         return 0
+    if len(argv) >= 3 and argv[0] == "stats":
+        import msgpack
+        from dco.snapshot import load_snapshot
+
+        with open(argv[1], "rb") as s:
+            obj = synthetic_stats_object(load_snapshot(s.read()))
+        with open(argv[2], "wb") as out:
+            out.write(msgpack.packb(obj, use_bin_type=True))
+        return 0
     if len(argv) >= 3 and argv[0] == "run":
         repeat = int(argv[argv.index("--repeat") + 1]) if "--repeat" in argv else 20
+        stats_blob = None
+        if "--stats" in argv:
+            with open(argv[argv.index("--stats") + 1], "rb") as st:
+                stats_blob = st.read()
         if "--minimal" in argv:
             block_optional_dependencies()
         with open(argv[1], "rb") as s, open(argv[2], encoding="utf-8") as r:
-            report = run(s.read(), json.load(r), repeat=repeat, samples="--samples" in argv)
+            report = run(s.read(), json.load(r), repeat=repeat, samples="--samples" in argv, stats_blob=stats_blob)
         json.dump(report, sys.stdout, indent=1, sort_keys=True)
         sys.stdout.write("\n")
         return 0

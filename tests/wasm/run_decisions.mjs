@@ -1,6 +1,6 @@
 // Runs the dco decision core inside Pyodide under Node, with no network, and prints the decisions as JSON.
 //
-//   node tests/wasm/run_decisions.mjs --snapshot SNAPSHOT.msgpack [--requests requests.json]
+//   node tests/wasm/run_decisions.mjs --snapshot SNAPSHOT.msgpack [--stats STATS.msgpack] [--requests requests.json]
 //        [--wheels tests/wasm/wheels] [--repeat 20] [--samples 0|1] [--out report.json]
 //
 // 1. Boots Pyodide from node_modules/pyodide (indexURL on the local disk; any http(s) fetch throws, so a hidden
@@ -67,6 +67,7 @@ export async function bootPyodide(wheelsDir) {
 async function main() {
   const args = parseArgs(process.argv.slice(2), {
     snapshot: "",
+    stats: "",
     requests: join(HERE, "requests.json"),
     wheels: join(HERE, "wheels"),
     repeat: "20",
@@ -81,12 +82,14 @@ async function main() {
   pyodide.FS.writeFile("/work/decisions.py", readFileSync(join(HERE, "decisions.py")));
   pyodide.FS.writeFile("/work/snapshot.msgpack", readFileSync(resolve(args.snapshot)));
   pyodide.FS.writeFile("/work/requests.json", readFileSync(resolve(args.requests)));
+  if (args.stats) pyodide.FS.writeFile("/work/stats.msgpack", readFileSync(resolve(args.stats)));
   pyodide.runPython("import sys; sys.path.insert(0, '/work'); import decisions, dco.engine, dco.render");
   timings.import_ms = performance.now() - t0;
   const reportJson = pyodide.runPython(`
 import json
+stats = open("/work/stats.msgpack", "rb").read() if ${args.stats ? "True" : "False"} else None
 with open("/work/snapshot.msgpack", "rb") as s, open("/work/requests.json", encoding="utf-8") as r:
-    report = decisions.run(s.read(), json.load(r), repeat=${Number.parseInt(args.repeat, 10)}, samples=${args.samples === "1" ? "True" : "False"})
+    report = decisions.run(s.read(), json.load(r), repeat=${Number.parseInt(args.repeat, 10)}, samples=${args.samples === "1" ? "True" : "False"}, stats_blob=stats)
 json.dumps(report, sort_keys=True)
 `);
   const report = { boot: timings, ...JSON.parse(reportJson) };

@@ -7,7 +7,11 @@ in CPython, THEN:
 - AdTheme (theme, branch, score), eligibility (candidate counts), top-N product ids and scores are equal in
   Pyodide, CPython with only the standard library + msgpack, and CPython with numpy/pyroaring (this process);
 - the seeded decision inside Pyodide is the same on two runs, and equal (with the rendered ad's digest) to
-  CPython's stdlib-only run: both draw from random.Random with the same seed.
+  CPython's stdlib-only run;
+- the learner's decisions (assembled creatives: draws from the model fitted into the stats object, and the
+  holdout's uniform picks) are the same in Pyodide, in CPython without numpy and in CPython with numpy: one
+  model, numpy only accelerates it (the stats object, models included, is built once in this process and handed
+  to every runtime as msgpack bytes).
 
 Needs node, tests/wasm/node_modules (npm ci) and tests/wasm/wheels (both made by .ci/setup-wasm). Without them
 the test is skipped with the reason, except under CI=true, where a missing runtime is a failure.
@@ -104,10 +108,24 @@ def requests() -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def pyodide_report(runtime_ready: None, snapshot_path: Path) -> dict[str, Any]:
+def stats_path(snapshot_path: Path) -> Path:
+    """The stats object (counters and fitted models) every runtime decides with, built here with numpy."""
+    import msgpack
+    from dco.snapshot import load_snapshot
+
+    obj = decisions.synthetic_stats_object(load_snapshot(snapshot_path.read_bytes()))
+    assert obj["models"]["cr-retail"]["click"]["memories"]  # a real model to draw from
+    path = snapshot_path.with_name("stats.msgpack")
+    path.write_bytes(msgpack.packb(obj, use_bin_type=True))
+    return path
+
+
+@pytest.fixture(scope="module")
+def pyodide_report(runtime_ready: None, snapshot_path: Path, stats_path: Path) -> dict[str, Any]:
     out = snapshot_path.with_name("pyodide.json")
     proc = subprocess.run(
-        ["node", str(HERE / "run_decisions.mjs"), "--snapshot", str(snapshot_path), "--requests", str(REQUESTS),
+        ["node", str(HERE / "run_decisions.mjs"), "--snapshot", str(snapshot_path), "--stats", str(stats_path),
+         "--requests", str(REQUESTS),
          "--wheels", str(WHEELS), "--repeat", "3", "--out", str(out)],
         capture_output=True, text=True, timeout=TIMEOUT_SECONDS, cwd=HERE,
     )
@@ -116,11 +134,11 @@ def pyodide_report(runtime_ready: None, snapshot_path: Path) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def minimal_report(snapshot_path: Path) -> dict[str, Any]:
+def minimal_report(snapshot_path: Path, stats_path: Path) -> dict[str, Any]:
     proc = subprocess.run(
         # CPython with the standard library + msgpack only: the optional dependencies are blocked before dco loads.
         [sys.executable, str(HERE / "decisions.py"), "run", str(snapshot_path), str(REQUESTS), "--repeat", "3",
-         "--minimal"],
+         "--stats", str(stats_path), "--minimal"],
         capture_output=True, text=True, timeout=TIMEOUT_SECONDS, cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -128,8 +146,8 @@ def minimal_report(snapshot_path: Path) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def inprocess_report(snapshot_path: Path, requests: list[dict[str, Any]]) -> dict[str, Any]:
-    return decisions.run(snapshot_path.read_bytes(), requests, repeat=3)
+def inprocess_report(snapshot_path: Path, stats_path: Path, requests: list[dict[str, Any]]) -> dict[str, Any]:
+    return decisions.run(snapshot_path.read_bytes(), requests, repeat=3, stats_blob=stats_path.read_bytes())
 
 
 def test_pyodide_runs_the_stdlib_core_from_local_wheels(pyodide_report: dict[str, Any]) -> None:
@@ -172,3 +190,12 @@ def test_seeded_decisions_and_markup_equal_cpython_stdlib(
     assert decisions.comparable(pyodide_report, with_decisions=True) == decisions.comparable(
         minimal_report, with_decisions=True
     )
+
+
+def test_learning_decisions_equal_in_pyodide_cpython_stdlib_and_cpython_numpy(
+    pyodide_report: dict[str, Any], minimal_report: dict[str, Any], inprocess_report: dict[str, Any]
+) -> None:
+    wasm = decisions.learning_decisions(pyodide_report)
+    assert sum(1 for d in wasm if d["variants"]) >= 5  # assembled decisions drawn from the model
+    assert wasm == decisions.learning_decisions(minimal_report)
+    assert wasm == decisions.learning_decisions(inprocess_report)

@@ -126,9 +126,10 @@ class ModelView:
             self.value_ix = {d: {v: j for j, v in enumerate(vals)} for d, vals in zip(self.dims, model.get("values", []), strict=False)}
             for memory in model.get("memories", []):
                 groups = {}
+                grid = tuple(memory.get("grid") or self.grid)
                 for name, g in (memory.get("groups") or {}).items():
-                    groups[name] = (list(g.get("mean", [])), list(g.get("var", [])), prior_var(g["mix"], self.grid)
-                                    if len(g.get("mix", [])) == len(self.grid) else _cold_prior(params))
+                    groups[name] = (list(g.get("mean", [])), list(g.get("var", [])), prior_var(g["mix"], grid)
+                                    if len(g.get("mix", [])) == len(grid) else _cold_prior(params))
                 self.memories.append((groups, float(memory.get("intercept", 0.0))))
             lw = [float(x) for x in model.get("log_weights", [])]
             if len(lw) == len(self.memories) and lw:

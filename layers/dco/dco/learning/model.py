@@ -35,7 +35,7 @@ The published model (``stats["models"][creative][objective]``)::
     {"version": 1, "fitted_at": <unix s>, "impressions": <rows' impressions>,
      "variants": [[ids of position 0], ...], "dims": ["device", "region"], "values": [[escaped values], ...],
      "log_weights": [<memory 0>, <memory 1>],
-     "memories": [{"half_life_s": 0.0 | <s>, "intercept": b,
+     "memories": [{"half_life_s": 0.0 | <s>, "intercept": b, "grid": [prior scales],
                    "groups": {"main:0": {"mean": [...], "var": [...], "mix": [...]}, ...}}, ...]}
 
 ``mean``/``var`` are per effect in the group's layout: ``base:d`` by value, ``main:s`` by variant, ``ctx:d:s`` by
@@ -445,6 +445,15 @@ def _dirichlet(params: LearningParams) -> list[float]:
     return [params.null_weight] + [1.0] * (len(params.scale_grid) - 1)
 
 
+def memory_grid(params: LearningParams, memory: int) -> tuple[float, ...]:
+    """The prior scale grid of a memory: the all-evidence memory's starts with a point mass at 0 (an effect can be
+    exactly nothing); the recent memory's smallest scale is ``recent_scale_floor`` (in a world that changes, no
+    effect is known to be exactly nothing, so a variant judged worthless is still tried now and then)."""
+    if memory == 0:
+        return params.scale_grid
+    return tuple(max(s, params.recent_scale_floor) for s in params.scale_grid)
+
+
 # ------------------------------------------------------------------------------------------------ the fit
 
 
@@ -469,7 +478,7 @@ def _carry(previous: Mapping[str, Any] | None, memory: int, pat: Patterns, names
     alpha = _dirichlet(params)
     total = sum(alpha)
     cold_mix = [a / total for a in alpha]
-    grid = params.scale_grid
+    grid = memory_grid(params, memory)
     prev_mem = None
     if previous and previous.get("version") == MODEL_VERSION:
         mems = previous.get("memories") or []
@@ -482,25 +491,27 @@ def _carry(previous: Mapping[str, Any] | None, memory: int, pat: Patterns, names
         mean = [0.0] * size
         mix = list(cold_mix)
         found = prev_groups.get(_prev_name(name, pat.dims, prev_dims)) if warm else None
+        if found is not None and len(found.get("mix", [])) == len(grid):
+            mix = [float(w) for w in found["mix"]]
+        pv = prior_var(mix, grid)
+        var = [pv] * size  # an effect the previous model did not hold: its group's prior
         if found is not None and previous is not None:
             old_labels = _labels(_prev_name(name, pat.dims, prev_dims) or name, previous["variants"],
                                  previous.get("values", []))
-            old_mean = found.get("mean", [])
+            old_mean, old_var = found.get("mean", []), found.get("var", [])
             index = {lab: j for j, lab in enumerate(old_labels)}
             for j, lab in enumerate(_labels(name, pat.variants, pat.values)):
                 k = index.get(lab)
                 if k is not None and k < len(old_mean):
                     mean[j] = float(old_mean[k])
-            if len(found.get("mix", [])) == len(grid):
-                mix = [float(w) for w in found["mix"]]
-        pv = prior_var(mix, grid)
+                    var[j] = float(old_var[k])
         state.mix[name] = mix
         if pat.numpy:
             state.mean[name] = np.asarray(mean, dtype=float)
-            state.var[name] = np.full(size, pv)
+            state.var[name] = np.asarray(var, dtype=float)
         else:
             state.mean[name] = mean
-            state.var[name] = [pv] * size
+            state.var[name] = var
     if warm and prev_mem is not None and isinstance(prev_mem.get("intercept"), int | float):
         state.intercept = float(prev_mem["intercept"])
     return state, warm
@@ -612,12 +623,18 @@ def _ash_np(z: Any, h: Any, mix: list[float], alpha: Sequence[float], grid: Sequ
     return mean, var, mix
 
 
+def _stages(names: list[str]) -> tuple[list[str], list[str]]:
+    """The fit's two stages: the intercept, base, main and context x component groups first (they explain all
+    they can, the pair groups held at 0), then the pair groups on what remains (effect hierarchy: a combination
+    that does well is credited to its components before it is credited to their pairing)."""
+    return [n for n in names if not n.startswith("pair:")], [n for n in names if n.startswith("pair:")]
+
+
 def _fit_np(pat: Patterns, names: list[str], index: dict[str, Any], state: _State, trials: Any, succ: Any,
-            sweeps: int, params: LearningParams) -> None:
+            sweeps: int, params: LearningParams, grid: Sequence[float]) -> None:
     assert np is not None
     keep = trials > 0
     alpha = _dirichlet(params)
-    grid = params.scale_grid
     n = trials[keep]
     y = succ[keep]
     idx = {name: index[name][keep] for name in names}
@@ -628,19 +645,18 @@ def _fit_np(pat: Patterns, names: list[str], index: dict[str, Any], state: _Stat
     if state.intercept is None:
         total_y = float(np.cumsum(y)[-1])
         state.intercept = math.log(max(total_y, 0.5) / max(total_n - total_y, 0.5))
-    eta = np.full(len(n), state.intercept)
-    for name in names:
-        ok = mask[name]
-        eta[ok] += state.mean[name][idx[name][ok]]
-    for _ in range(sweeps):
-        p = 1.0 / (1.0 + np.exp(-eta))
-        grad = float(np.cumsum(y - n * p)[-1])
-        curv = float(np.cumsum(n * p * (1.0 - p))[-1])
-        if curv > _MIN_H:
-            step = grad / curv
-            state.intercept += step
-            eta += step
-        for name in names:
+    first, pairs = _stages(names)
+
+    def sweep(group_names: list[str], eta: Any, intercept: bool) -> None:
+        if intercept:
+            p = 1.0 / (1.0 + np.exp(-eta))
+            grad = float(np.cumsum(y - n * p)[-1])
+            curv = float(np.cumsum(n * p * (1.0 - p))[-1])
+            if curv > _MIN_H:
+                step = grad / curv
+                state.intercept += step
+                eta += step
+        for name in group_names:
             ok = mask[name]
             ix = idx[name][ok]
             size = len(state.mean[name])
@@ -657,11 +673,22 @@ def _fit_np(pat: Patterns, names: list[str], index: dict[str, Any], state: _Stat
             state.var[name] = var
             state.mix[name] = mix
 
+    eta = np.full(len(n), state.intercept)
+    for name in first:
+        ok = mask[name]
+        eta[ok] += state.mean[name][idx[name][ok]]
+    for _ in range(sweeps):
+        sweep(first, eta, True)
+    for name in pairs:
+        ok = mask[name]
+        eta[ok] += state.mean[name][idx[name][ok]]
+    for _ in range(sweeps):
+        sweep(pairs, eta, False)
+
 
 def _fit_py(pat: Patterns, names: list[str], index: dict[str, Any], state: _State, trials: Any, succ: Any,
-            sweeps: int, params: LearningParams) -> None:
+            sweeps: int, params: LearningParams, grid: Sequence[float]) -> None:
     alpha = _dirichlet(params)
-    grid = params.scale_grid
     rows = [i for i in range(len(trials)) if trials[i] > 0]
     n = [float(trials[i]) for i in rows]
     y = [float(succ[i]) for i in rows]
@@ -676,24 +703,22 @@ def _fit_py(pat: Patterns, names: list[str], index: dict[str, Any], state: _Stat
         for x in y:
             total_y += x
         state.intercept = math.log(max(total_y, 0.5) / max(total_n - total_y, 0.5))
-    eta = [state.intercept] * len(n)
-    for name in names:
-        mean = state.mean[name]
-        for i, j in enumerate(idx[name]):
-            if j >= 0:
-                eta[i] += mean[j]
-    for _ in range(sweeps):
-        grad = 0.0
-        curv = 0.0
-        for i in range(len(n)):
-            p = 1.0 / (1.0 + math.exp(-eta[i]))
-            grad += y[i] - n[i] * p
-            curv += n[i] * p * (1.0 - p)
-        if curv > _MIN_H:
-            step = grad / curv
-            state.intercept += step
-            eta = [e + step for e in eta]
-        for name in names:
+    first, pairs = _stages(names)
+
+    def sweep(group_names: list[str], eta: list[float], intercept: bool) -> None:
+        if intercept:
+            grad = 0.0
+            curv = 0.0
+            for i in range(len(n)):
+                p = 1.0 / (1.0 + math.exp(-eta[i]))
+                grad += y[i] - n[i] * p
+                curv += n[i] * p * (1.0 - p)
+            if curv > _MIN_H:
+                step = grad / curv
+                state.intercept += step  # type: ignore[operator]
+                for i in range(len(eta)):
+                    eta[i] = eta[i] + step
+        for name in group_names:
             old = state.mean[name]
             size = len(old)
             g = [0.0] * size
@@ -715,16 +740,34 @@ def _fit_py(pat: Patterns, names: list[str], index: dict[str, Any], state: _Stat
             state.var[name] = var
             state.mix[name] = mix
 
+    eta = [state.intercept] * len(n)
+    for name in first:
+        mean = state.mean[name]
+        for i, j in enumerate(idx[name]):
+            if j >= 0:
+                eta[i] += mean[j]
+    for _ in range(sweeps):
+        sweep(first, eta, True)
+    for name in pairs:
+        mean = state.mean[name]
+        for i, j in enumerate(idx[name]):
+            if j >= 0:
+                eta[i] += mean[j]
+    for _ in range(sweeps):
+        sweep(pairs, eta, False)
+
 
 def _predictive_loglik(pat: Patterns, names: list[str], index: dict[str, Any], state: _State,
                        new_trials: Sequence[float], new_succ: Sequence[float]) -> float:
-    """Log-likelihood of new outcomes under a memory's posterior predictive (the probit approximation of the
-    logistic-normal, with each row's variance the sum of its effects' variances)."""
+    """Log-likelihood of new outcomes under a memory's posterior predictive: per row, its successes among its
+    trials are beta-binomial, the Beta matched to the logistic-normal of the row's logit (mean: the probit
+    approximation; variance: the delta method), so the trials of one row share its uncertainty (a confident memory
+    is punished for being wrong, an uncertain one is not credited for luck). Constant terms (the binomial
+    coefficient) are left out: they cancel between memories."""
     if state.intercept is None:
         return 0.0
     if pat.numpy:
         t = np.asarray(new_trials, dtype=float)
-        s = np.minimum(np.maximum(np.asarray(new_succ, dtype=float), 0.0), t)
         mu = np.full(len(t), state.intercept)
         var = np.zeros(len(t))
         for name in names:
@@ -732,31 +775,40 @@ def _predictive_loglik(pat: Patterns, names: list[str], index: dict[str, Any], s
             ok = ix >= 0
             mu[ok] += state.mean[name][ix[ok]]
             var[ok] += state.var[name][ix[ok]]
-        live = t > 0
-        p = 1.0 / (1.0 + np.exp(-(mu[live] / np.sqrt(1.0 + math.pi * var[live] / 8.0))))
-        p = np.minimum(np.maximum(p, 1e-12), 1.0 - 1e-12)
-        terms = s[live] * np.log(p) + (t[live] - s[live]) * np.log(1.0 - p)
-        return float(np.cumsum(terms)[-1]) if len(terms) else 0.0
+        live = np.nonzero(t > 0)[0].tolist()
+        mus, vars_ = mu.tolist(), var.tolist()
+    else:
+        mus = [state.intercept] * len(new_trials)
+        vars_ = [0.0] * len(new_trials)
+        for name in names:
+            ix = index[name]
+            mean, v = state.mean[name], state.var[name]
+            for i in range(len(new_trials)):
+                j = ix[i]
+                if j >= 0:
+                    mus[i] += mean[j]
+                    vars_[i] += v[j]
+        live = [i for i in range(len(new_trials)) if new_trials[i] > 0]
     total = 0.0
-    mus = [state.intercept] * len(new_trials)
-    vars_ = [0.0] * len(new_trials)
-    for name in names:
-        ix = index[name]
-        mean, var = state.mean[name], state.var[name]
-        for i in range(len(new_trials)):
-            j = ix[i]
-            if j >= 0:
-                mus[i] += mean[j]
-                vars_[i] += var[j]
-    for i in range(len(new_trials)):
-        t = float(new_trials[i])
-        if t <= 0:
-            continue
-        p = 1.0 / (1.0 + math.exp(-(mus[i] / math.sqrt(1.0 + math.pi * vars_[i] / 8.0))))
-        p = min(max(p, 1e-12), 1.0 - 1e-12)
-        s = min(max(float(new_succ[i]), 0.0), t)
-        total += s * math.log(p) + (t - s) * math.log(1.0 - p)
+    for i in live:
+        n = float(new_trials[i])
+        y = min(max(float(new_succ[i]), 0.0), n)
+        total += _beta_binomial(y, n, mus[i], vars_[i])
     return total
+
+
+def _beta_binomial(y: float, n: float, mu: float, var: float) -> float:
+    """log P(y of n | logit ~ N(mu, var)) up to the binomial coefficient, through a moment-matched Beta."""
+    p = 1.0 / (1.0 + math.exp(-(mu / math.sqrt(1.0 + math.pi * var / 8.0))))
+    p = min(max(p, 1e-12), 1.0 - 1e-12)
+    q = p * (1.0 - p)
+    vp = min(q * q * var, 0.99 * q)
+    kappa = q / vp - 1.0 if vp > 0.0 else math.inf
+    if kappa > 1e8:  # no spread to speak of: binomial
+        return y * math.log(p) + (n - y) * math.log(1.0 - p)
+    a, b = p * kappa, (1.0 - p) * kappa
+    lg = math.lgamma
+    return lg(y + a) + lg(n - y + b) - lg(n + a + b) - lg(a) - lg(b) + lg(a + b)
 
 
 def _new_outcomes(pat: Patterns, objective: str, col: int,
@@ -781,7 +833,8 @@ def _new_outcomes(pat: Patterns, objective: str, col: int,
 
 
 def _fixed_share(log_weights: Sequence[float], gains: Sequence[float], rate: float) -> list[float]:
-    """Bayes' rule on the memories' predictive log-likelihoods, then the fixed share: each keeps ``rate / M``."""
+    """Bayes' rule on the memories' predictive log-likelihoods, then the fixed share: a share ``rate`` of the
+    weight is spread evenly (the chance that the better memory changed since)."""
     lw = [a + b for a, b in zip(log_weights, gains, strict=True)]
     top = max(lw)
     w = [math.exp(x - top) for x in lw]
@@ -838,13 +891,16 @@ def fit_models(
                     new_t, new_s = _new_outcomes(pat, objective, col, previous_rows)
                     if any(t > 0 for t in new_t):
                         gains = [_predictive_loglik(pat, names, index, st, new_t, new_s) for st in states]
-                        log_weights = _fixed_share(log_weights, gains, params.switch_rate)
+                        elapsed = max(0.0, float(now) - float(prev_model.get("fitted_at", now)))
+                        rate = 1.0 - math.exp(-params.switches_per_day * elapsed / 86_400.0)
+                        log_weights = _fixed_share(log_weights, gains, min(rate, 0.5))
             for memory, state in enumerate(states):
                 trials, succ = pat.counts[memory][objective]
                 sweeps = params.warm_sweeps if warm_all and state.intercept is not None else params.cold_sweeps
                 fit = _fit_np if pat.numpy else _fit_py
-                fit(pat, names, index, state, trials, succ, sweeps, params)
-                memories.append(_memory_dict(state, names, 0.0 if memory == 0 else float(RECENT_HALF_LIFE_S)))
+                grid = memory_grid(params, memory)
+                fit(pat, names, index, state, trials, succ, sweeps, params, grid)
+                memories.append(_memory_dict(state, names, 0.0 if memory == 0 else float(RECENT_HALF_LIFE_S), grid))
             models[objective] = {
                 "version": MODEL_VERSION,
                 "fitted_at": int(now),
@@ -860,7 +916,7 @@ def fit_models(
     return out
 
 
-def _memory_dict(state: _State, names: list[str], half_life_s: float) -> dict[str, Any]:
+def _memory_dict(state: _State, names: list[str], half_life_s: float, grid: Sequence[float]) -> dict[str, Any]:
     groups = {}
     for name in names:
         mean = state.mean[name]
@@ -870,7 +926,8 @@ def _memory_dict(state: _State, names: list[str], half_life_s: float) -> dict[st
             "var": [float(x) for x in (var.tolist() if hasattr(var, "tolist") else var)],
             "mix": [float(x) for x in state.mix[name]],
         }
-    return {"half_life_s": float(half_life_s), "intercept": float(state.intercept or 0.0), "groups": groups}
+    return {"half_life_s": float(half_life_s), "intercept": float(state.intercept or 0.0), "grid": list(grid),
+            "groups": groups}
 
 
 # ------------------------------------------------------------------------------------------------ validation
@@ -928,6 +985,7 @@ def validate_models(models: Any) -> dict[str, dict[str, Any]]:
                 if not isinstance(memory, Mapping) or not isinstance(memory.get("groups"), Mapping):
                     raise ValueError(f"stats {mpath} must be a mapping with groups")
                 _floats([memory.get("intercept", 0.0)], f"{mpath}.intercept")
+                grid = _floats(memory.get("grid", [0.0, 1.0]), f"{mpath}.grid", None, nonneg=True)
                 for name, group in memory["groups"].items():
                     gpath = f"{mpath}.groups[{name!r}]"
                     if name not in names or not isinstance(group, Mapping):
@@ -935,6 +993,6 @@ def validate_models(models: Any) -> dict[str, dict[str, Any]]:
                     size = _group_size(name, variants, values)
                     _floats(group.get("mean"), f"{gpath}.mean", size)
                     _floats(group.get("var"), f"{gpath}.var", size, nonneg=True)
-                    _floats(group.get("mix"), f"{gpath}.mix", None, nonneg=True)
+                    _floats(group.get("mix"), f"{gpath}.mix", len(grid) if "grid" in memory else None, nonneg=True)
             out[creative][objective] = model
     return out

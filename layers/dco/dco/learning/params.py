@@ -24,12 +24,17 @@ class LearningParams:
     ``null_weight``: pseudo-effects on the no-effect component of every group's mixture prior (the rest of the grid
     has one each): a group is presumed empty until its data says otherwise (effect sparsity). 10 is the default
     null penalty of adaptive shrinkage (Stephens 2017).
-    ``switch_rate``: the learner mixes a model of all evidence and a model of time-discounted evidence (weight
+    ``switches_per_day``: the learner mixes a model of all evidence and a model of time-discounted evidence (weight
     ``0.5 ** (age / half-life)``, the half-life :data:`dco.learning.contract.RECENT_HALF_LIFE_S` that the fold's
     discounted sums are kept with) by how well each predicted the outcomes that came in since the previous
-    publication; the fixed-share rate is the share of weight each memory keeps whatever it predicted, so the
-    mixture can move back (Herbster & Warmuth 1998).
+    publication (Bayes' rule on their beta-binomial predictive likelihoods); between publications a share
+    ``1 - exp(-switches_per_day * days)`` of the weight is spread evenly: the prior rate at which the better memory
+    changes (fixed share, Herbster & Warmuth 1998), so the mixture can move back.
     ``cold_sweeps`` / ``warm_sweeps``: backfitting sweeps of a fit from nothing / from the previous publication's.
+    ``recent_scale_floor``: the smallest prior scale of the recent memory (logit): there, no effect is known to be
+    exactly nothing (a world that changes can move any effect), so a variant the evidence found worthless keeps a
+    spread and is tried now and then; the all-evidence memory keeps a point mass at 0 (a group without signal costs
+    nothing there).
     ``pool``: Thompson draws per decision table (a table per creative, context and eligible set, rebuilt at each
     stats refresh); a decision picks one row, and its propensity is the share of rows with its winner.
     ``climb_sweeps``: the most coordinate sweeps of the hill-climb that maximizes a draw over combinations.
@@ -37,9 +42,10 @@ class LearningParams:
     """
 
     null_weight: float = 10.0
-    switch_rate: float = 0.01
+    switches_per_day: float = 1.0
     cold_sweeps: int = 30
     warm_sweeps: int = 4
+    recent_scale_floor: float = 0.03
     pool: int = 256
     climb_sweeps: int = 5
     scale_grid: tuple[float, ...] = field(default=SCALE_GRID)
@@ -49,10 +55,10 @@ class LearningParams:
         for f in fields(self):
             value = getattr(self, f.name)
             if f.name == "scale_grid":
-                if (not isinstance(value, tuple) or len(value) < 2 or value[0] != 0.0
+                if (not isinstance(value, tuple) or len(value) < 2 or value[0] < 0.0
                         or any(not isinstance(x, float) or not math.isfinite(x) for x in value)
                         or any(b <= a for a, b in zip(value, value[1:], strict=False))):
-                    errors.append("scale_grid must be a tuple of increasing floats starting at 0.0")
+                    errors.append("scale_grid must be a tuple of increasing non-negative floats")
             elif f.type in ("int",):
                 if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                     errors.append(f"{f.name} must be a whole number >= 1, got {value!r}")
@@ -61,8 +67,8 @@ class LearningParams:
         if not errors:
             if self.null_weight < 1.0:
                 errors.append(f"null_weight must be >= 1, got {self.null_weight!r}")
-            if not 0.0 < self.switch_rate < 0.5:
-                errors.append(f"switch_rate must be in (0, 0.5), got {self.switch_rate!r}")
+            if not 0.0 < self.switches_per_day <= 100.0:
+                errors.append(f"switches_per_day must be in (0, 100], got {self.switches_per_day!r}")
             if self.pool > 65_536:
                 errors.append(f"pool must be <= 65536, got {self.pool!r}")
         if errors:

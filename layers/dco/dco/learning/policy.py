@@ -86,7 +86,21 @@ def choose(
     params: LearningParams = DEFAULT_PARAMS,
     explain: bool = False,
 ) -> Assembly:
-    """The model's Thompson step: one row of the decision table, picked with ``rng``."""
+    """The model's Thompson step: one row of the decision table, picked with ``rng``.
+
+    Before any model exists for the creative (and without exclusions) every variant's effect has the same prior,
+    so every combination is equally likely to win a draw: the step is then exactly uniform over the combinations,
+    drawn slot by slot with ``rng`` (propensity ``1 / number of combinations``), and no table is built."""
+    if not exclusions and _cold(stats, creative, objective):
+        variants = []
+        propensity = 1.0
+        for ids in eligible:
+            if not ids:
+                return Assembly(None, 0.0)
+            variants.append(ids[min(int(rng.random() * len(ids)), len(ids) - 1)])
+            propensity /= len(ids)
+        trace = {"method": "model", "cold": True} if explain else None
+        return Assembly(tuple(variants), propensity, trace)
     table = table_for(stats, creative, eligible, exclusions, context, objective, params)
     winner, propensity, row = pick(table, rng.random())
     trace = None
@@ -102,6 +116,13 @@ def choose(
             "top_combinations": [[list(w) if w else None, round(s, 4)] for w, s in top],
         }
     return Assembly(winner, propensity if winner is not None else 0.0, trace)
+
+
+def _cold(stats: StatsView, creative: str, objective: str) -> bool:
+    """No model to draw from yet for this creative and objective (nor a click model for a conversion one)."""
+    if stats.model(creative, objective) is not None:
+        return False
+    return objective != "conversion" or stats.model(creative, "click") is None
 
 
 def _allowed_combinations(eligible: Sequence[Sequence[str]],
