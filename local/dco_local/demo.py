@@ -15,7 +15,8 @@ Data flow::
       pumps (background): Events stream ──fold──> Counters stream ──publish_stats──> stats object in S3
       decide re-reads the stats object every ``refresh_seconds``: the next decisions use what was learned
     after the last impression: the pumps are drained; the figures come from the published stats object (splits
-    holdout/optimized, component counters) and are cross-checked against what the audience sent
+    holdout/optimized; per component the sums of the context counters and the fitted model's effects, through
+    ``dco report``'s build_report) and are cross-checked against what the audience sent
       ──> summary (console table or --json), report folder: index.html (plots), stats.json, components.html
 
 Pacing. The audience never runs more than ``max_lag`` impressions ahead of the published stats (the serverless
@@ -46,7 +47,7 @@ import sys
 import threading
 import time
 import warnings
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -496,10 +497,19 @@ def run_demo(
         timings["drain"] = time.monotonic() - t_drain
         pump_failures = len(stack.failures)
     timings["total"] = time.monotonic() - t_start
-    summary = _summarize(obj, log, shared, audience, seed=seed, workers=workers, timings=timings,
+    report_data = _stats_report(obj)
+    summary = _summarize(obj, report_data, log, shared, audience, seed=seed, workers=workers, timings=timings,
                          report=report_path / "index.html", pump_failures=pump_failures)
-    write_report(report_path, summary, obj, log, audience)
+    write_report(report_path, summary, obj, report_data, log, audience)
     return summary
+
+
+def _stats_report(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``dco report`` of the published stats object, with the retail campaign's slot names and labels
+    (``ValueError`` if the object does not validate)."""
+    from dco_local.report import build_report, load_campaign
+
+    return build_report(obj, campaign=load_campaign(_campaign_path()))
 
 
 def _progress(threads: Sequence[threading.Thread], log: _Log, shared: _Shared, n: int, show: bool) -> None:
@@ -543,43 +553,35 @@ def _drain(stack: Any, campaign: str, shared: _Shared) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------ figures
 
 
-def _shrunk(s: float, n: float, prior_mean: float, k: float) -> float:
-    return (s + k * prior_mean) / (n + k)
+CREATIVE = "cr-retail"  # examples/retail's assembled creative: the one whose components the demo reports
 
 
-def _component_rows(obj: Mapping[str, Any]) -> dict[tuple[str, str, str], dict[str, tuple[float, float]]]:
-    """(creative, slot, context "all" | "region=pnw" ...) -> variant -> (impressions, clicks)."""
-    from dco_local.report import _parse_component
-
-    out: dict[tuple[str, str, str], dict[str, tuple[float, float]]] = defaultdict(dict)
-    for key, row in (obj.get("components") or {}).items():
-        parsed = _parse_component(key)
-        if parsed is None:
-            continue
-        creative, slot, variant, context = parsed
-        out[(creative, slot, context or "all")][variant] = (float(row[0]), float(min(row[1], row[0])))
-    return out
+def _component_rows(report: Mapping[str, Any]) -> dict[tuple[str, str, str], dict[str, dict[str, Any]]]:
+    """(creative, slot, context "all" | "region=pnw" ...) -> variant -> its row of the ``dco report`` of the stats
+    (counts summed from the ``contexts`` counters, credible intervals, the model's effects)."""
+    return {(c["creative"], c["slot"], c["context"]): {r["variant"]: r for r in c["variants"]}
+            for c in report["components"]}
 
 
-def _ranked(rows: Mapping[str, tuple[float, float]], k: float) -> list[tuple[str, float, float, float]]:
-    """Variants by CTR shrunk toward the slot's pooled CTR with ``k`` pseudo-impressions (the engine's back-off):
-    ``[(variant, shrunk CTR, impressions, clicks)]``, best first."""
-    n_all = sum(n for n, _ in rows.values())
-    s_all = sum(s for _, s in rows.values())
-    m = (s_all + 1.0) / (n_all + 2.0)
-    out = [(v, _shrunk(s, n, m, k), n, s) for v, (n, s) in rows.items()]
-    out.sort(key=lambda r: (-r[1], r[0]))
-    return out
+def _score(row: Mapping[str, Any]) -> float:
+    """What ranks a variant: the click model's posterior mean effect there (logit: main effect, plus the
+    interaction in a context) when a model was published, else the posterior mean CTR."""
+    effect = row["effects"].get("click")
+    return float(effect["mean"]) if effect else math.log(row["ctr_mean"])
 
 
-def _summarize(obj: Mapping[str, Any], log: _Log, shared: _Shared, audience: Audience, *, seed: int,
-               workers: int, timings: Mapping[str, float], report: Path, pump_failures: int) -> dict[str, Any]:
-    from dco.learning import DEFAULT_PARAMS
+def _ranked(rows: Mapping[str, Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The rows of a slot in one context, best first by :func:`_score` (ties by id)."""
+    return sorted(rows.values(), key=lambda r: (-_score(r), r["variant"]))
 
+
+def _summarize(obj: Mapping[str, Any], report_data: Mapping[str, Any], log: _Log, shared: _Shared,
+               audience: Audience, *, seed: int, workers: int, timings: Mapping[str, float], report: Path,
+               pump_failures: int) -> dict[str, Any]:
+    """The summary (``--json``) from the published stats object ``obj``, its ``dco report`` (``report_data``)
+    and what the audience sent and saw."""
     from dco_local.evaluate import ratio_lift
-    from dco_local.report import _labels, beta_summary
 
-    k = DEFAULT_PARAMS.strength
     s = _splits(obj)
     opt_n, opt_c = int(s["optimized"][0]), int(s["optimized"][1])
     hold_n, hold_c = int(s["holdout"][0]), int(s["holdout"][1])
@@ -594,8 +596,9 @@ def _summarize(obj: Mapping[str, Any], log: _Log, shared: _Shared, audience: Aud
                "holdout_impressions": hold_n, "holdout_clicks": hold_c}
     lift = ratio_lift(opt_c, opt_n, hold_c, hold_n)
     opt_mask, hold_mask = served & ~log.holdout, served & log.holdout
-    labels = _labels(str(_campaign_path()))
-    comps = _component_rows(obj)
+    from dco_local.report import ALL
+
+    comps = _component_rows(report_data)
 
     best_by_region: dict[str, Any] = {}
     regions = sorted({c.get("region") for c in audience.contexts if c.get("region")}, key=str)
@@ -604,10 +607,9 @@ def _summarize(obj: Mapping[str, Any], log: _Log, shared: _Shared, audience: Aud
     for region in regions:
         learned = []
         for slot in ("image", "headline", "cta", "offer"):
-            rows = comps.get(("cr-retail", slot, f"region={region}"))
+            rows = comps.get((CREATIVE, slot, f"region={region}"))
             if rows:
-                top = _ranked(rows, k)[0]
-                learned.append(f"{slot}={top[0]}")
+                learned.append(f"{slot}={_ranked(rows)[0]['variant']}")
         true_combo, true_p = audience.best_combination(region)
         in_tail = [i for i in np.nonzero(tail & opt_mask)[0] if log.region[i] == region]
         most = Counter(log.variants[i] for i in in_tail).most_common(1)
@@ -622,17 +624,16 @@ def _summarize(obj: Mapping[str, Any], log: _Log, shared: _Shared, audience: Aud
             "served_most_share": most[0][1] / len(in_tail) if most else None,
         }
 
-    rng = np.random.default_rng(20261123)
     leaderboard: dict[str, list[dict[str, Any]]] = {}
-    for (creative, slot, context), rows in sorted(comps.items()):
-        if creative != "cr-retail" or context != "all":
+    for (creative, slot, context), rows in comps.items():
+        if creative != CREATIVE or context != ALL:
             continue
-        ranked = _ranked(rows, k)
-        post = beta_summary([r[3] for r in ranked], [r[2] for r in ranked], rng)
         leaderboard[slot] = [
-            {"variant": v, "label": labels.get((creative, slot, v), ""), "impressions": int(n), "clicks": int(c),
-             "ctr": c / n if n else None, "ctr_shrunk": sh, "ctr_low": post["low"][i], "ctr_high": post["high"][i]}
-            for i, (v, sh, n, c) in enumerate(ranked[:5])
+            {"variant": r["variant"], "label": r["label"], "impressions": r["impressions"], "clicks": r["clicks"],
+             "ctr": r["ctr"], "ctr_low": r["ctr_low"], "ctr_high": r["ctr_high"],
+             "effect": {f: r["effects"]["click"][f] for f in ("mean", "low", "high")} if "click" in r["effects"]
+             else None}
+            for r in _ranked(rows)[:5]
         ]
     traffic = timings.get("traffic", 0.0) or 1e-9
     summary: dict[str, Any] = {
@@ -730,15 +731,15 @@ def _cumulative_lift(log: _Log, points: int = 40) -> list[dict[str, Any]]:
     return out
 
 
-def _plots(summary: Mapping[str, Any], obj: Mapping[str, Any], log: _Log, audience: Audience) -> list[tuple[str, str, str]]:
+def _plots(summary: Mapping[str, Any], report_data: Mapping[str, Any], log: _Log,
+           audience: Audience) -> list[tuple[str, str, str]]:
     """``[(title, caption, base64 PNG)]``: learning curve, lift over time, component effects by region."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from dco.learning import DEFAULT_PARAMS
 
-    from dco_local.report import _png
+    from dco_local.report import ALL, _png
 
     out = []
     width = max(100, log.n // 20)
@@ -788,26 +789,22 @@ def _plots(summary: Mapping[str, Any], obj: Mapping[str, Any], log: _Log, audien
                 "run, with its 95% interval. It includes the learning phase, so it trails the lift reached at "
                 "the end; the interval narrows as clicks accumulate.", _png(fig)))
 
-    comps = _component_rows(obj)
+    comps = _component_rows(report_data)
     regions = sorted({c.get("region") for c in audience.contexts if c.get("region")}, key=str)
-    k = DEFAULT_PARAMS.strength
     for slot, limit in (("image", 14), ("headline", 12), ("cta", 6)):
-        overall = comps.get(("cr-retail", slot, "all"))
+        overall = comps.get((CREATIVE, slot, ALL))
         if not overall:
             continue
-        names = [v for v, *_ in sorted(overall.items(), key=lambda kv: -kv[1][0])[:limit]]
-        names.sort()
+        names = sorted(sorted(overall, key=lambda v: (-overall[v]["impressions"], v))[:limit])
+        modelled = all("click" in r["effects"] for r in overall.values())
         grid = np.full((len(names), len(regions)), np.nan)
         for j, region in enumerate(regions):
-            rows = comps.get(("cr-retail", slot, f"region={region}")) or {}
-            if not rows:
-                continue
-            n_all = sum(n for n, _ in rows.values())
-            s_all = sum(s for _, s in rows.values())
-            m = (s_all + 1.0) / (n_all + 2.0)
+            rows = comps.get((CREATIVE, slot, f"region={region}")) or {}
             for i, v in enumerate(names):
-                n, s = rows.get(v, (0.0, 0.0))
-                grid[i, j] = math.log(_shrunk(s, n, m, k) / m)
+                if v in rows:
+                    grid[i, j] = _score(rows[v])
+            if not modelled and np.isfinite(grid[:, j]).any():
+                grid[:, j] -= np.nanmean(grid[:, j])
         fig, ax = plt.subplots(figsize=(1.1 * len(regions) + 2.5, 0.3 * len(names) + 1.6))
         bound = max(0.2, float(np.nanmax(np.abs(grid))) if np.isfinite(grid).any() else 0.2)
         im = ax.imshow(grid, aspect="auto", cmap="RdBu_r", vmin=-bound, vmax=bound)
@@ -816,30 +813,36 @@ def _plots(summary: Mapping[str, Any], obj: Mapping[str, Any], log: _Log, audien
         for i in range(len(names)):
             for j in range(len(regions)):
                 if np.isfinite(grid[i, j]) and abs(grid[i, j]) >= 0.5 * bound:
-                    ax.text(j, i, f"{math.exp(grid[i, j]):.1f}x", ha="center", va="center", fontsize=6)
-        fig.colorbar(im, ax=ax, label="log(CTR / slot mean in region)")
+                    ax.text(j, i, f"{math.exp(grid[i, j]):.1f}x", ha="center", va="center", fontsize=6,
+                            color="white" if abs(grid[i, j]) >= 0.75 * bound else "black")
         ax.set_title(f"{slot}: effect by region")
-        out.append((f"Component effects by region: {slot}", f"Each cell: CTR of the {slot} variant in that region "
-                    f"relative to all {slot} variants there (log scale, shrunk toward the region's mean with "
-                    f"{k:g} pseudo-impressions, as the engine does). Red = better. The {limit} most-served "
-                    "variants are shown.", _png(fig)))
+        if modelled:
+            fig.colorbar(im, ax=ax, label="effect, logit (main + region interaction)")
+            caption = (f"Each cell: what the published model says the {slot} variant does to the click odds in "
+                       "that region: its main effect plus its region interaction (posterior mean, logit, the "
+                       "memory of all evidence; strong cells give the odds ratio). Red = better, white = no "
+                       "effect: the model shrinks to 0 what the data does not support, so a variant few viewers "
+                       f"saw stays pale. The {limit} most-served variants are shown.")
+        else:
+            fig.colorbar(im, ax=ax, label="log(CTR / mean of the variants shown)")
+            caption = (f"Each cell: the posterior mean CTR of the {slot} variant in that region relative to the "
+                       f"variants shown there (log scale; no model was published). Red = better. The {limit} "
+                       "most-served variants are shown.")
+        out.append((f"Component effects by region: {slot}", caption, _png(fig)))
     return out
 
 
-def write_report(folder: Path, summary: Mapping[str, Any], obj: Mapping[str, Any], log: _Log,
-                 audience: Audience) -> Path:
-    """index.html (summary, plots, tables), summary.json, stats.json and components.html (``dco report``)."""
-    from dco_local.report import _labels, build_report, render_html
+def write_report(folder: Path, summary: Mapping[str, Any], obj: Mapping[str, Any], report_data: Mapping[str, Any],
+                 log: _Log, audience: Audience) -> Path:
+    """index.html (summary, plots, tables), summary.json, stats.json and components.html (``report_data``, the
+    ``dco report`` of ``obj``)."""
+    from dco_local.report import render_html
 
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "stats.json").write_text(json.dumps(obj, sort_keys=True))
     (folder / "summary.json").write_text(json.dumps(summary, indent=1))
-    try:
-        full = build_report(obj, labels=_labels(str(_campaign_path())))
-        (folder / "components.html").write_text(render_html(full))
-    except Exception as exc:  # noqa: BLE001 - the demo's own report does not depend on it
-        (folder / "components.html").write_text(f"<p>dco report failed: {html.escape(str(exc))}</p>")
-    plots = _plots(summary, obj, log, audience)
+    (folder / "components.html").write_text(render_html(report_data))
+    plots = _plots(summary, report_data, log, audience)
     (folder / "index.html").write_text(render_index(summary, plots))
     return folder / "index.html"
 
@@ -890,7 +893,8 @@ def render_index(summary: Mapping[str, Any], plots: Sequence[tuple[str, str, str
         parts.append(f"<figure><h2>{esc(title)}</h2><img alt='{esc(title)}' src='data:image/png;base64,{png}'>"
                      f"<figcaption>{esc(caption)}</figcaption></figure>")
     parts.append("<h2>Best combination per region</h2><p>Learned: the best variant of each slot in the region by "
-                 "the published component counters (shrunk like the engine does). True best: from the simulated "
+                 "the published model (the posterior mean of its effect there: main effect plus region "
+                 "interaction; by CTR if no model was published). True best: from the simulated "
                  "audience's truth. Served most: the engine's most frequent optimized combination in the last 20% "
                  "of the run.</p><table><tr><th class=l>region</th><th class=l>learned</th><th>its true CTR</th>"
                  "<th class=l>true best</th><th>true CTR</th><th class=l>served most (share)</th></tr>")
@@ -904,15 +908,21 @@ def render_index(summary: Mapping[str, Any], plots: Sequence[tuple[str, str, str
             f"<td class=l>{esc(' '.join(b['true_best']))}</td><td>{_pct(b['true_best_ctr'])}</td>"
             f"<td class=l>{esc(' '.join(b['served_most_last_20pct']))}{share}</td></tr>"
         )
-    parts.append("</table><h2>Component leaderboard (all traffic)</h2>")
+    parts.append("</table><h2>Component leaderboard (steered traffic)</h2><p>Per slot, the five variants with "
+                 "the largest effect in the published model (main effect, logit, with its 95% interval), and "
+                 "their counts summed from the context counters.</p>")
     for slot, rows in s["leaderboard"].items():
         parts.append(f"<h3>{esc(slot)}</h3><table><tr><th class=l>variant</th><th class=l>label</th>"
-                     "<th>impressions</th><th>clicks</th><th>CTR</th><th>95% credible interval</th></tr>")
+                     "<th>impressions</th><th>clicks</th><th>CTR</th><th>95% credible interval</th>"
+                     "<th>effect (logit)</th><th>95% interval</th></tr>")
         for r in rows:
+            e = r["effect"]
+            effect = "<td></td><td></td>" if e is None else (
+                f"<td>{e['mean']:+.2f}</td><td>{e['low']:+.2f} .. {e['high']:+.2f}</td>")
             parts.append(
                 f"<tr><td class=l>{esc(r['variant'])}</td><td class=l>{esc(r['label'])}</td>"
                 f"<td>{r['impressions']:,}</td><td>{r['clicks']:,}</td><td>{_pct(r['ctr'])}</td>"
-                f"<td>{_pct(r['ctr_low'])} .. {_pct(r['ctr_high'])}</td></tr>"
+                f"<td>{_pct(r['ctr_low'])} .. {_pct(r['ctr_high'])}</td>{effect}</tr>"
             )
         parts.append("</table>")
     parts.append("<p>Every component and combination with credible intervals: <a href='components.html'>"
@@ -945,9 +955,11 @@ def print_summary(s: Mapping[str, Any], out: Any = sys.stdout) -> None:
         learned = " ".join(v.split("=")[1] + ("*" if b["matches"].get(v.split("=")[0]) else "") for v in b["learned"])
         true = " ".join(v.split("=")[1] for v in b["true_best"])
         w(f"  {region:11s} {learned:34s} {_pct(b['learned_ctr']):>9s}   {true:34s} {_pct(b['true_best_ctr']):>9s}\n")
-    w("  (* = the learned variant is the true best of its slot)\n\n  component leaderboard (all traffic):\n")
+    w("  (* = the learned variant is the true best of its slot)\n\n"
+      "  component leaderboard (model effect in logit; CTR and impressions of steered traffic):\n")
     for slot, rows in s["leaderboard"].items():
-        top = ", ".join(f"{r['variant']} {_pct(r['ctr'], 1)} ({r['impressions']:,})" for r in rows[:3])
+        top = ", ".join(("" if r["effect"] is None else f"{r['effect']['mean']:+.2f} ")
+                        + f"{r['variant']} {_pct(r['ctr'], 1)} ({r['impressions']:,})" for r in rows[:3])
         w(f"    {slot:9s} {top}\n")
     if s["errors"]:
         w(f"\n  errors: {s['errors']}\n")

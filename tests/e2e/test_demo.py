@@ -96,3 +96,33 @@ def test_demo_report_has_the_plots_and_the_published_stats(summary: dict) -> Non
     assert [hold[0], hold[1]] == [summary["holdout"]["impressions"], summary["holdout"]["clicks"]]
     assert [opt[0], opt[1]] == [summary["optimized"]["impressions"], summary["optimized"]["clicks"]]
     assert (index.parent / "components.html").is_file()
+
+
+def test_demo_components_come_from_the_context_counters_and_the_published_model(summary: dict) -> None:
+    # GIVEN the stats object the demo published (version 2: contexts rows and a fitted model, no components)
+    index = Path(summary["report"])
+    stats = json.loads((index.parent / "stats.json").read_text())
+    assert stats["version"] == 2 and "components" not in stats
+    model = stats["models"]["cr-retail"]["click"]
+    steered = {k: row for k, row in stats["contexts"].items() if k.startswith("cr-retail|") and "#" not in k}
+
+    # THEN the leaderboard has every slot of the creative, ranked by the model's main effect, and its counts
+    # are the sums of the context rows holding the variant at the slot's position (config order: headline,
+    # image, cta, offer)
+    board = summary["leaderboard"]
+    assert set(board) == {"headline", "image", "cta", "offer"}
+    for position, slot in enumerate(("headline", "image", "cta", "offer")):
+        rows = board[slot]
+        effects = [r["effect"]["mean"] for r in rows]
+        assert rows and effects == sorted(effects, reverse=True)
+        main = model["memories"][0]["groups"][f"main:{position}"]["mean"]
+        for r in rows:
+            assert r["effect"]["mean"] == pytest.approx(main[model["variants"][position].index(r["variant"])])
+            picked = [row for key, row in steered.items()
+                      if key.split("|")[1].split("@")[0].split(".")[position] == r["variant"]]
+            impressions, clicks = sum(x[0] for x in picked), sum(x[1] for x in picked)
+            assert [r["impressions"], r["clicks"]] == [impressions, min(clicks, impressions)]
+    for b in summary["best_by_region"].values():
+        assert [v.split("=")[0] for v in b["learned"]] == ["image", "headline", "cta", "offer"]
+    page = (index.parent / "components.html").read_text()
+    assert "<h2>Models</h2>" in page and "cr-retail / image / region=" in page
