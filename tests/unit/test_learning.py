@@ -271,7 +271,7 @@ def test_prior_variance_of_a_cold_group():
                                                                                                 strict=True)))
 
 
-@pytest.mark.parametrize("bad", [{"null_weight": 0.5}, {"switches_per_day": 0.0}, {"pool": 0}, {"pool": True},
+@pytest.mark.parametrize("bad", [{"null_weight": 0.0}, {"switches_per_day": 0.0}, {"pool": 0}, {"pool": True},
                                  {"scale_grid": (0.2, 0.1)}, {"warm_sweeps": 2.5}])
 def test_learning_params_are_validated_with_the_field_named(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):

@@ -10,7 +10,8 @@ one slot at a time given the others until nothing changes; the best end wins. A 
 with its own ``rng``: its propensity is the share of rows whose winner it is (exact for the policy played).
 
 Every random number comes from a counter-based generator: the draw of effect ``e`` in row ``k`` of a table is a
-function of ``(table seed, k, e)`` (SplitMix64 finalizer, Box-Muller), so numpy computes the same numbers as the
+function of ``(table seed, k, e)`` (the SplitMix64 finalizer of one 64-bit sum, its halves fed to Box-Muller),
+so numpy computes the same numbers as the
 pure-Python path and the same stats give the same table in Lambda, in Pyodide and in ``dco simulate``. The
 table seed hashes the stats object's ``updated_at`` and the table's key.
 """
@@ -23,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dco._accel import np
-from dco.learning.model import MODEL_VERSION, prior_var
+from dco.learning.model import MODEL_VERSION, dirichlet, prior_var
 from dco.learning.params import DEFAULT_PARAMS, LearningParams
 
 __all__ = ["ModelView", "Table", "build_table", "pick", "normals_py", "table_seed"]
@@ -31,11 +32,12 @@ __all__ = ["ModelView", "Table", "build_table", "pick", "normals_py", "table_see
 _M64 = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
 _ROW = 0xD1B54A32D192ED03
-_SECOND = 0x632BE59BD9B4E019
 _MEMORY_ID = 0x2545F4914F6CDD1D
 _INV53 = 1.0 / 9007199254740992.0
+_INV32 = 1.0 / 4294967296.0
 _TWO_PI = 2.0 * math.pi
 _ACTIVE = 0.005  # a pair group whose effects all have |mean| and sd below this (logit) is not drawn
+_START = 0.05  # the hill-climb also starts from a pair group's best pair when one of its means reaches this
 
 
 def _mix64(x: int) -> int:
@@ -54,9 +56,10 @@ def table_seed(updated_at: int, key: Any) -> int:
 
 
 def _uniforms_py(seed: int, row: int, ident: int) -> tuple[float, float]:
+    """Two uniforms from one 64-bit hash of ``(seed, row, ident)``: its high half in (0, 1), its low half in
+    [0, 1) (32 bits each: a normal from them is bounded by 6.7, which no draw of this learner needs to pass)."""
     a = _mix64((seed + ((row * _ROW) & _M64) + ((ident * _GOLDEN) & _M64)) & _M64)
-    b = _mix64(a ^ _SECOND)
-    return ((a >> 11) + 0.5) * _INV53, (b >> 11) * _INV53
+    return ((a >> 32) + 0.5) * _INV32, (a & 0xFFFFFFFF) * _INV32
 
 
 def normals_py(seed: int, rows: int, idents: Sequence[int]) -> list[list[float]]:
@@ -72,7 +75,9 @@ def normals_py(seed: int, rows: int, idents: Sequence[int]) -> list[list[float]]
 
 
 def _uniform_py(seed: int, row: int, ident: int) -> float:
-    return _uniforms_py(seed, row, ident)[0]
+    """A uniform in (0, 1) with 53 bits, from the hash of ``(seed, row, ident)``."""
+    a = _mix64((seed + ((row * _ROW) & _M64) + ((ident * _GOLDEN) & _M64)) & _M64)
+    return ((a >> 11) + 0.5) * _INV53
 
 
 def _normals_np(seed: int, rows: int, idents: Sequence[int]) -> Any:
@@ -82,9 +87,8 @@ def _normals_np(seed: int, rows: int, idents: Sequence[int]) -> Any:
     ids = (np.asarray(idents, dtype=np.uint64) * np.uint64(_GOLDEN))[None, :]
     x = (np.uint64(seed) + k) + ids
     a = _mix64_np(x)
-    b = _mix64_np(a ^ np.uint64(_SECOND))
-    u1 = ((a >> np.uint64(11)).astype(float) + 0.5) * _INV53
-    u2 = (b >> np.uint64(11)).astype(float) * _INV53
+    u1 = ((a >> np.uint64(32)).astype(float) + 0.5) * _INV32
+    u2 = (a & np.uint64(0xFFFFFFFF)).astype(float) * _INV32
     return np.sqrt(-2.0 * np.log(u1)) * np.cos(_TWO_PI * u2)
 
 
@@ -111,10 +115,12 @@ class ModelView:
     lookups and, per memory, its weight and groups. ``None`` model: the cold start (every effect at its group's
     prior, one memory)."""
 
-    __slots__ = ("variant_ix", "value_ix", "dims", "memories", "weights", "grid")
+    __slots__ = ("variant_ix", "value_ix", "dims", "memories", "weights", "grid", "_idents", "_arrays")
 
     def __init__(self, model: Mapping[str, Any] | None, params: LearningParams = DEFAULT_PARAMS) -> None:
         self.grid = params.scale_grid
+        self._idents: dict[tuple[int, str], int] = {}
+        self._arrays: dict[tuple[int, str], Any] = {}
         self.variant_ix: list[dict[str, int]] = []
         self.value_ix: dict[str, dict[str, int]] = {}
         self.dims: list[str] = []
@@ -143,6 +149,23 @@ class ModelView:
             self.memories = [({}, 0.0)]
             self.weights = [1.0]
 
+    def ident(self, slot: int, variant: str) -> int:
+        """The generator identity of a slot's variant (its draws' address, the same in every table)."""
+        key = (slot, variant)
+        found = self._idents.get(key)
+        if found is None:
+            found = self._idents[key] = _hash64(f"u:{slot}:{variant}")
+        return found
+
+    def arrays(self, memory: int, group: str) -> Any:
+        """(numpy) ``(means, variances, prior variance)`` of a group as arrays, once per view; None without it."""
+        key = (memory, group)
+        if key not in self._arrays:
+            found = self.memories[memory][0].get(group)
+            self._arrays[key] = None if found is None else (
+                np.asarray(found[0], dtype=float), np.asarray(found[1], dtype=float), found[2])  # type: ignore[union-attr]
+        return self._arrays[key]
+
     def effect(self, memory: int, group: str, index: int | None, cold: float) -> tuple[float, float]:
         """``(mean, variance)`` of one effect of a memory; an effect the model does not hold (``index`` None, or
         a group or position it never saw) has its group's prior (``cold``: the prior of a group it lacks)."""
@@ -156,8 +179,9 @@ class ModelView:
         return mean[index], var[index]
 
 
-def _cold_prior(params: LearningParams) -> float:
-    alpha = [params.null_weight] + [1.0] * (len(params.scale_grid) - 1)
+def _cold_prior(params: LearningParams, size: int = 1) -> float:
+    """The prior variance of an effect of a group the model does not hold (``size`` effects)."""
+    alpha = dirichlet(params, size)
     total = sum(alpha)
     return prior_var([a / total for a in alpha], params.scale_grid)
 
@@ -209,79 +233,121 @@ def build_table(
         raise ValueError("numpy is not available")
     slots = len(eligible)
     rows = params.pool
-    cold = _cold_prior(params)
+    sizes = [max(len(view.variant_ix[s]) if s < len(view.variant_ix) else 0, len(eligible[s])) for s in range(slots)]
     # context values present in the model (others have no learned effect: their groups are absent)
     ctx = []
     for d, dim in enumerate(view.dims):
         value = context.get(dim)
         if value is not None:
-            ctx.append((d, view.value_ix.get(dim, {}).get(value)))
+            ctx.append((d, view.value_ix.get(dim, {}).get(value), max(len(view.value_ix.get(dim, {})), 1)))
     n_mem = len(view.memories)
+    # per slot: the model index of each eligible variant (-1: the model never saw it)
+    where = [[(view.variant_ix[s] if s < len(view.variant_ix) else {}).get(v, -1) for v in eligible[s]]
+             for s in range(slots)]
+    gather = _gather_np if use_np else _gather_py
     # per memory and slot: (means, variances) of each eligible variant's score u = main + sum of ctx effects
-    u_mean: list[list[list[float]]] = []
-    u_var: list[list[list[float]]] = []
+    u_mean: list[list[Any]] = []
+    u_var: list[list[Any]] = []
     for m in range(n_mem):
         means_m, vars_m = [], []
         for s in range(slots):
-            vix = view.variant_ix[s] if s < len(view.variant_ix) else {}
-            size = len(vix)
-            mm, vv = [], []
-            for v in eligible[s]:
-                j = vix.get(v)
-                mean, var = view.effect(m, f"main:{s}", j, cold)
-                for d, x in ctx:
-                    cm, cv = view.effect(m, f"ctx:{d}:{s}", None if j is None or x is None else x * size + j, cold)
-                    mean += cm
-                    var += cv
-                mm.append(mean)
-                vv.append(var)
-            means_m.append(mm)
-            vars_m.append(vv)
+            mean, var = gather(view, m, f"main:{s}", where[s], _cold_prior(params, sizes[s]))
+            width = len(view.variant_ix[s]) if s < len(view.variant_ix) else 0
+            for d, x, values in ctx:
+                index = [-1 if j < 0 or x is None else x * width + j for j in where[s]]
+                cm, cv = gather(view, m, f"ctx:{d}:{s}", index, _cold_prior(params, values * sizes[s]))
+                mean = _add(mean, cm)
+                var = _add(var, cv)
+            means_m.append(mean)
+            vars_m.append(var)
         u_mean.append(means_m)
         u_var.append(vars_m)
-    # pair groups in play: any memory with a pair effect (eligible) of |mean| or sd above _ACTIVE
+    # pair groups in play: any memory with a pair effect (eligible) of |mean| or sd at _ACTIVE or more; pair
+    # starts for the hill-climb where some pair effect's mean reaches _START
     pairs: list[tuple[int, int]] = []
-    p_mean: dict[tuple[int, int], list[list[list[float]]]] = {}
-    p_var: dict[tuple[int, int], list[list[list[float]]]] = {}
+    starts: list[tuple[int, int]] = []
+    p_mean: dict[tuple[int, int], list[Any]] = {}
+    p_var: dict[tuple[int, int], list[Any]] = {}
     for s in range(slots):
         for t in range(s + 1, slots):
-            vs = view.variant_ix[s] if s < len(view.variant_ix) else {}
-            vt = view.variant_ix[t] if t < len(view.variant_ix) else {}
-            width = len(vt)
+            width = len(view.variant_ix[t]) if t < len(view.variant_ix) else 0
+            index = [-1 if a < 0 or b < 0 else a * width + b for a in where[s] for b in where[t]]
+            cold = _cold_prior(params, sizes[s] * sizes[t])
             ms, vs_ = [], []
-            live = False
+            live = start = False
             for m in range(n_mem):
-                mm, vv = [], []
-                for a in eligible[s]:
-                    ja = vs.get(a)
-                    rm, rv = [], []
-                    for b in eligible[t]:
-                        jb = vt.get(b)
-                        mean, var = view.effect(m, f"pair:{s}:{t}", None if ja is None or jb is None else ja * width + jb,
-                                                cold)
-                        rm.append(mean)
-                        rv.append(var)
-                        if abs(mean) >= _ACTIVE or var >= _ACTIVE * _ACTIVE:
-                            live = True
-                    mm.append(rm)
-                    vv.append(rv)
-                ms.append(mm)
-                vs_.append(vv)
+                mean, var = gather(view, m, f"pair:{s}:{t}", index, cold)
+                top_mean, top_var = _largest(mean, var)
+                live = live or top_mean >= _ACTIVE or top_var >= _ACTIVE * _ACTIVE
+                start = start or top_mean >= _START
+                ms.append(mean)
+                vs_.append(var)
             if live:
                 pairs.append((s, t))
                 p_mean[(s, t)] = ms
                 p_var[(s, t)] = vs_
+                if start:
+                    starts.append((s, t))
     excluded = _exclusion_masks(eligible, exclusions)
-    idents_u = [[_hash64(f"u:{s}:{v}") for v in eligible[s]] for s in range(slots)]
-    idents_p = {(s, t): [_hash64(f"p:{s}:{t}:{a}:{b}") for a in eligible[s] for b in eligible[t]] for s, t in pairs}
+    idents_u = [[view.ident(s, v) for v in eligible[s]] for s in range(slots)]
+    idents_p = {(s, t): _pair_idents(idents_u[s], idents_u[t], s, t, use_np) for s, t in pairs}
     weights = view.weights
-    if use_np:
-        winners, mems, scores = _table_np(seed, rows, weights, u_mean, u_var, pairs, p_mean, p_var, excluded,
-                                          idents_u, idents_p, eligible, params.climb_sweeps)
-    else:
-        winners, mems, scores = _table_py(seed, rows, weights, u_mean, u_var, pairs, p_mean, p_var, excluded,
-                                          idents_u, idents_p, eligible, params.climb_sweeps)
+    table = _table_np if use_np else _table_py
+    winners, mems, scores = table(seed, rows, weights, u_mean, u_var, pairs, starts, p_mean, p_var, excluded,
+                                  idents_u, idents_p, eligible, params.climb_sweeps)
     return Table(winners, mems, scores)
+
+
+def _gather_py(view: ModelView, memory: int, group: str, index: Sequence[int], cold: float) -> tuple[list[float],
+                                                                                                       list[float]]:
+    """``(means, variances)`` of a group's effects at ``index`` (``-1``: the group's prior)."""
+    found = view.memories[memory][0].get(group)
+    if found is None:
+        return [0.0] * len(index), [cold] * len(index)
+    mean, var, pv = found
+    size = len(mean)
+    return ([mean[j] if 0 <= j < size else 0.0 for j in index],
+            [var[j] if 0 <= j < size else pv for j in index])
+
+
+def _gather_np(view: ModelView, memory: int, group: str, index: Sequence[int], cold: float) -> tuple[Any, Any]:
+    """:func:`_gather_py` with numpy: the same numbers, gathered from the group's arrays."""
+    assert np is not None
+    found = view.arrays(memory, group)
+    ix = np.asarray(index, dtype=np.intp)
+    if found is None:
+        return np.zeros(len(ix)), np.full(len(ix), cold)
+    mean, var, pv = found
+    ok = (ix >= 0) & (ix < len(mean))
+    safe = np.where(ok, ix, 0)
+    if len(mean) == 0:
+        return np.zeros(len(ix)), np.full(len(ix), pv)
+    return np.where(ok, mean[safe], 0.0), np.where(ok, var[safe], pv)
+
+
+def _add(a: Any, b: Any) -> Any:
+    if isinstance(a, list):
+        return [x + y for x, y in zip(a, b, strict=True)]
+    return a + b
+
+
+def _largest(mean: Any, var: Any) -> tuple[float, float]:
+    if not len(mean):
+        return 0.0, 0.0
+    if isinstance(mean, list):
+        return max(abs(x) for x in mean), max(var)
+    return float(np.abs(mean).max()), float(var.max())  # type: ignore[union-attr]
+
+
+def _pair_idents(ids_a: Sequence[int], ids_b: Sequence[int], s: int, t: int, use_np: bool) -> Any:
+    """The generator identities of a pair group's cells (``a`` major), from its variants' identities."""
+    salt = _mix64(((s + 1) * _ROW + (t + 1) * _GOLDEN) & _M64)
+    if use_np:
+        assert np is not None
+        a = np.asarray(ids_a, dtype=np.uint64)[:, None]
+        b = (np.asarray(ids_b, dtype=np.uint64) * np.uint64(_GOLDEN))[None, :]
+        return _mix64_np((a ^ b) + np.uint64(salt)).reshape(-1).tolist()
+    return [_mix64((((a ^ ((b * _GOLDEN) & _M64)) + salt) & _M64)) for a in ids_a for b in ids_b]
 
 
 def _exclusion_masks(eligible: Sequence[Sequence[str]],
@@ -312,8 +378,8 @@ def _memory_of(u: float, weights: Sequence[float]) -> int:
     return len(weights) - 1
 
 
-def _table_py(seed, rows, weights, u_mean, u_var, pairs, p_mean, p_var, excluded, idents_u, idents_p, eligible,
-              sweeps):  # type: ignore[no-untyped-def]
+def _table_py(seed, rows, weights, u_mean, u_var, pairs, starts, p_mean, p_var, excluded, idents_u, idents_p,
+              eligible, sweeps):  # type: ignore[no-untyped-def]
     slots = len(eligible)
     winners: list[tuple[str, ...] | None] = []
     mems: list[int] = []
@@ -341,7 +407,7 @@ def _table_py(seed, rows, weights, u_mean, u_var, pairs, p_mean, p_var, excluded
                 for j in range(width):
                     u1, u2 = _uniforms_py(seed, k, ids[i * width + j])
                     zz = math.sqrt(-2.0 * math.log(u1)) * math.cos(_TWO_PI * u2)
-                    line.append(mean[i][j] + math.sqrt(var[i][j]) * zz)
+                    line.append(mean[i * width + j] + math.sqrt(var[i * width + j]) * zz)
                 grid.append(line)
             pd[(s, t)] = grid
 
@@ -407,7 +473,7 @@ def _table_py(seed, rows, weights, u_mean, u_var, pairs, p_mean, p_var, excluded
             if pairs or excluded:
                 climb(c)
             best_c, best_score = c, score(c)
-        for a, b in pairs:
+        for a, b in starts:
             c = [-1] * slots
             top, at = neg, (-1, -1)
             for i in range(len(eligible[a])):
@@ -431,8 +497,8 @@ def _table_py(seed, rows, weights, u_mean, u_var, pairs, p_mean, p_var, excluded
     return winners, mems, scores
 
 
-def _table_np(seed, rows, weights, u_mean, u_var, pairs, p_mean, p_var, excluded, idents_u, idents_p, eligible,
-              sweeps):  # type: ignore[no-untyped-def]
+def _table_np(seed, rows, weights, u_mean, u_var, pairs, starts, p_mean, p_var, excluded, idents_u, idents_p,
+              eligible, sweeps):  # type: ignore[no-untyped-def]
     """:func:`_table_py` with numpy: the same draws, starts and climbing order, vectorized over rows."""
     assert np is not None
     slots = len(eligible)
@@ -455,7 +521,7 @@ def _table_np(seed, rows, weights, u_mean, u_var, pairs, p_mean, p_var, excluded
         shape = (rows, len(eligible[s]), len(eligible[t]))
         mean = np.asarray(p_mean[(s, t)])[mem]
         sd = np.sqrt(np.asarray(p_var[(s, t)]))[mem]
-        pd[(s, t)] = mean + sd * _normals_np(seed, rows, idents_p[(s, t)]).reshape(shape)
+        pd[(s, t)] = (mean + sd * _normals_np(seed, rows, idents_p[(s, t)])).reshape(shape)
     ex = {}
     for (s, t), cells in excluded.items():
         mask = np.zeros((len(eligible[s]), len(eligible[t])), dtype=bool)
@@ -514,7 +580,7 @@ def _table_np(seed, rows, weights, u_mean, u_var, pairs, p_mean, p_var, excluded
         climb(c)
     best_c = c
     best_score = np.where(ok, score(c), neg)
-    for a, b in pairs:
+    for a, b in starts:
         joint = u[a][:, :, None] + u[b][:, None, :] + pd[(a, b)]
         if (a, b) in ex:
             joint = np.where(ex[(a, b)][None, :, :], neg, joint)

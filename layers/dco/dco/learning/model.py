@@ -441,8 +441,11 @@ def prior_var(mix: Sequence[float], grid: Sequence[float]) -> float:
     return sum(w * s * s for w, s in zip(mix, grid, strict=True))
 
 
-def _dirichlet(params: LearningParams) -> list[float]:
-    return [params.null_weight] + [1.0] * (len(params.scale_grid) - 1)
+def dirichlet(params: LearningParams, size: int) -> list[float]:
+    """The Dirichlet prior of a group's mixture weights: ``null_weight`` pseudo-effects of "no effect" per effect
+    of the group (a group is presumed to hold only a few effects, however large it is: its unobserved effects
+    are then nearly surely nothing), one on every other component."""
+    return [max(1.0, params.null_weight * size)] + [1.0] * (len(params.scale_grid) - 1)
 
 
 def memory_grid(params: LearningParams, memory: int) -> tuple[float, ...]:
@@ -475,9 +478,6 @@ def _carry(previous: Mapping[str, Any] | None, memory: int, pat: Patterns, names
     whose variant or value is new starts at 0 with its group's prior variance); cold (zeros, prior weights) without
     one. Returns ``(state, warm)``."""
     state = _State()
-    alpha = _dirichlet(params)
-    total = sum(alpha)
-    cold_mix = [a / total for a in alpha]
     grid = memory_grid(params, memory)
     prev_mem = None
     if previous and previous.get("version") == MODEL_VERSION:
@@ -489,7 +489,8 @@ def _carry(previous: Mapping[str, Any] | None, memory: int, pat: Patterns, names
     for name in names:
         size = _group_size(name, pat.variants, pat.values)
         mean = [0.0] * size
-        mix = list(cold_mix)
+        alpha = dirichlet(params, size)
+        mix = [a / sum(alpha) for a in alpha]
         found = prev_groups.get(_prev_name(name, pat.dims, prev_dims)) if warm else None
         if found is not None and len(found.get("mix", [])) == len(grid):
             mix = [float(w) for w in found["mix"]]
@@ -634,7 +635,6 @@ def _fit_np(pat: Patterns, names: list[str], index: dict[str, Any], state: _Stat
             sweeps: int, params: LearningParams, grid: Sequence[float]) -> None:
     assert np is not None
     keep = trials > 0
-    alpha = _dirichlet(params)
     n = trials[keep]
     y = succ[keep]
     idx = {name: index[name][keep] for name in names}
@@ -667,7 +667,7 @@ def _fit_np(pat: Patterns, names: list[str], index: dict[str, Any], state: _Stat
             h = np.bincount(ix, weights=nn * p * (1.0 - p), minlength=size)
             old = state.mean[name]
             z = np.where(h > _MIN_H, old + g / np.where(h > _MIN_H, h, 1.0), 0.0)
-            mean, var, mix = _ash_np(z, h, state.mix[name], alpha, grid)
+            mean, var, mix = _ash_np(z, h, state.mix[name], dirichlet(params, size), grid)
             eta[ok] = e + (mean - old)[ix]
             state.mean[name] = mean
             state.var[name] = var
@@ -688,7 +688,6 @@ def _fit_np(pat: Patterns, names: list[str], index: dict[str, Any], state: _Stat
 
 def _fit_py(pat: Patterns, names: list[str], index: dict[str, Any], state: _State, trials: Any, succ: Any,
             sweeps: int, params: LearningParams, grid: Sequence[float]) -> None:
-    alpha = _dirichlet(params)
     rows = [i for i in range(len(trials)) if trials[i] > 0]
     n = [float(trials[i]) for i in rows]
     y = [float(succ[i]) for i in rows]
@@ -731,7 +730,7 @@ def _fit_py(pat: Patterns, names: list[str], index: dict[str, Any], state: _Stat
                     g[j] += y[i] - n[i] * p
                     h[j] += n[i] * p * (1.0 - p)
             z = [old[j] + g[j] / h[j] if h[j] > _MIN_H else 0.0 for j in range(size)]
-            mean, var, mix = _ash_py(z, h, state.mix[name], alpha, grid)
+            mean, var, mix = _ash_py(z, h, state.mix[name], dirichlet(params, size), grid)
             for i in range(len(n)):
                 j = ix[i]
                 if j >= 0:

@@ -21,9 +21,10 @@ SCALE_GRID: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
 class LearningParams:
     """Parameters of the model (dco.learning.model) and of its draws (dco.learning.draws).
 
-    ``null_weight``: pseudo-effects on the no-effect component of every group's mixture prior (the rest of the grid
-    has one each): a group is presumed empty until its data says otherwise (effect sparsity). 10 is the default
-    null penalty of adaptive shrinkage (Stephens 2017).
+    ``null_weight``: pseudo-effects on the no-effect component of a group's mixture prior, per effect of the group
+    (the rest of the grid has one each): a group is presumed to hold only a few effects, however many it could
+    hold (effect sparsity), so an effect its data say nothing about is nearly surely nothing. 1: as many
+    pseudo-effects of nothing as the group has effects.
     ``switches_per_day``: the learner mixes a model of all evidence and a model of time-discounted evidence (weight
     ``0.5 ** (age / half-life)``, the half-life :data:`dco.learning.contract.RECENT_HALF_LIFE_S` that the fold's
     discounted sums are kept with) by how well each predicted the outcomes that came in since the previous
@@ -41,7 +42,7 @@ class LearningParams:
     ``scale_grid``: the prior scale grid (:data:`SCALE_GRID`).
     """
 
-    null_weight: float = 10.0
+    null_weight: float = 1.0
     switches_per_day: float = 1.0
     cold_sweeps: int = 30
     warm_sweeps: int = 4
@@ -65,8 +66,8 @@ class LearningParams:
             elif isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
                 errors.append(f"{f.name} must be a finite number, got {value!r}")
         if not errors:
-            if self.null_weight < 1.0:
-                errors.append(f"null_weight must be >= 1, got {self.null_weight!r}")
+            if self.null_weight <= 0.0:
+                errors.append(f"null_weight must be > 0, got {self.null_weight!r}")
             if not 0.0 < self.switches_per_day <= 100.0:
                 errors.append(f"switches_per_day must be in (0, 100], got {self.switches_per_day!r}")
             if self.pool > 65_536:
