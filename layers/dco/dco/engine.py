@@ -22,7 +22,7 @@ import math
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict, cast
 
 from dco import bandit, learning
 from dco._accel import np
@@ -31,7 +31,7 @@ from dco.catalog import PickCache, ProductPick
 from dco.errors import RequestError
 from dco.render import AdContent, Rendered, Renderer, default_renderer, fill_placeholders, format_price
 from dco.rng import make_rng
-from dco.snapshot import Snapshot
+from dco.snapshot import Snapshot, TextColumn
 from dco.stats import StatsTable
 from dco.tracking import TokenClaims, TrackingUrls, sign, tracking_urls
 
@@ -50,6 +50,16 @@ def product_arm(creative_id: str, product_id: str) -> str:
 
 def combination_arm(creative_id: str, variants: Sequence[tuple[str, str]]) -> str:
     return f"{creative_id}{ARM_SEP}" + ".".join(v for _, v in variants)
+
+
+class _DecisionBase(TypedDict):
+    """The fields of a :class:`Decision` known before anything is chosen."""
+
+    decision_id: str
+    campaign: str
+    experience: str
+    snapshot: str
+    seed: int
 
 
 @dataclass(frozen=True)
@@ -157,7 +167,8 @@ class Engine:
         self.picks = PickCache(snapshot, pick_cache)
         self.learning_params = learning_params
         self.assembly = assembly
-        self._product_ids = snapshot.columns.get("id")
+        # the builder always stores "id" as a text column
+        self._product_ids = cast("TextColumn | None", snapshot.columns.get("id"))
         self._arm_rows_cache: tuple[StatsTable, dict[str, Any]] | None = None
         # (stats, {arm set: (rows kept alive, successes, trials, (lower, upper))}): the counts of the arm sets
         # that cached picks produce, gathered once per stats object instead of once per decision.
@@ -193,7 +204,7 @@ class Engine:
             }
         holdout = campaign.holdout > 0 and bandit.in_holdout(request.holdout_key(), campaign.holdout, campaign.id)
         rng = make_rng(seed)
-        base = {
+        base: _DecisionBase = {
             "decision_id": _decision_id(campaign.id, seed, request.request_id),
             "campaign": campaign.id,
             "experience": experience.id,
@@ -276,7 +287,7 @@ class Engine:
 
     def _default(
         self,
-        base: dict[str, Any],
+        base: _DecisionBase,
         result: Any,
         branch: str,
         holdout: bool,
@@ -461,7 +472,7 @@ class Engine:
         slots, excluded = _assembly(creative)
         now_local = None  # only variant rules need the local time
         eligible: list[Sequence[Variant]] = []
-        for _slot, variants, ruleless, _ids_ in slots:
+        for _slot, variants, ruleless, _slot_ids in slots:
             if ruleless:
                 eligible.append(variants)
                 continue
@@ -634,7 +645,8 @@ class Engine:
         if product_id is not None and creative.products is not None:
             row = self._row_of(product_id)
             if row is not None and "link" in self.snapshot.columns:
-                return self.snapshot.columns["link"].get(row)  # type: ignore[union-attr]
+                # only price and sale_price are stored numeric: "link" is a text or dict column, a str
+                return cast(str, self.snapshot.columns["link"].get(row))
         return creative.landing_url
 
     def _id_rows(self) -> dict[str, int]:

@@ -29,7 +29,6 @@ split of a batch into partial applications sums to exactly the clean application
 
 from __future__ import annotations
 
-
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -278,7 +277,7 @@ class CounterFold:
     @property
     def decayed(self) -> dict[int, Delta]:
         """Epoch -> the discounted sums of its steps (empty for a counter without them)."""
-        return {epoch: Delta(*sums) for epoch, sums in (self.decay_sums or {}).items()}
+        return {epoch: Delta(i, c, n) for epoch, (i, c, n) in (self.decay_sums or {}).items()}
 
     @property
     def pk(self) -> str:
@@ -312,7 +311,7 @@ class CounterFold:
                     lowest = step[1]
         if lowest is None:
             return None
-        decayed = {e: Delta(*sums) for e, sums in _decay_sums(past).items()} if self.discounted else {}
+        decayed = {e: Delta(i, c, n) for e, (i, c, n) in _decay_sums(past).items()} if self.discounted else {}
         return Past(total, decayed, last, lowest)
 
 
@@ -372,7 +371,7 @@ def aggregate(records: Iterable[EventRecord]) -> FoldBatch:
     # a decision (shard, campaign, arm, creative, variants, context, holdout) -> its counter keys and their step
     # lists, resolved at its first record
     resolved: dict[tuple[Any, ...], tuple[Segment, list[Any]]] = {}
-    others: list[tuple[str, str, Segment, int, Decimal, Any]] = []  # clicks and conversions
+    others: list[tuple[str, str, Segment, int, Decimal]] = []  # clicks and conversions
     events = 0
     created_at = 0
     stamps: dict[int, tuple[int, int]] = {}  # event time -> decay_stamp

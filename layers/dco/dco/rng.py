@@ -112,6 +112,29 @@ def _nobody() -> None:
 _SHARED = _Shared()
 
 
+class _Detached(Protocol):
+    """The detached PCG64 state :class:`NumpyRng` and :class:`PureRng` both keep (their ``_next32``)."""
+
+    _state: int | None
+    _half: int
+
+
+def _detached_next32(self: _Detached) -> int:
+    """PCG64's next_uint32 on the detached state: the buffered upper half, else a new 64-bit output."""
+    half = self._half
+    if half >= 0:
+        self._half = -1
+        return half
+    state = (self._state * _PCG_MULT + _PCG_INC) & _M128  # type: ignore[operator]
+    self._state = state
+    high = state >> 64
+    x = (high ^ state) & _M64
+    rot = high >> 58
+    out = ((x >> rot) | (x << (64 - rot))) & _M64
+    self._half = out >> 32
+    return out & 0xFFFFFFFF
+
+
 class NumpyRng:
     """Numpy backend; see the module docstring for the detached start and how the shared generator is handed
     over."""
@@ -191,20 +214,7 @@ class NumpyRng:
                 leftover = m & 0xFFFFFFFF
         return m >> 32
 
-    def _next32(self) -> int:
-        """PCG64's next_uint32 on the detached state: the buffered upper half, else a new 64-bit output."""
-        half = self._half
-        if half >= 0:
-            self._half = -1
-            return half
-        state = (self._state * _PCG_MULT + _PCG_INC) & _M128  # type: ignore[operator]
-        self._state = state
-        high = state >> 64
-        x = (high ^ state) & _M64
-        rot = high >> 58
-        out = ((x >> rot) | (x << (64 - rot))) & _M64
-        self._half = out >> 32
-        return out & 0xFFFFFFFF
+    _next32 = _detached_next32
 
 
 class PureRng:
@@ -253,7 +263,7 @@ class PureRng:
                 leftover = m & 0xFFFFFFFF
         return m >> 32
 
-    _next32 = NumpyRng._next32
+    _next32 = _detached_next32
 
 
 def make_rng(seed: int) -> Rng:

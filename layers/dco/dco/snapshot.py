@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate, chain, compress
-from typing import Any
+from typing import Any, Literal
 
 import msgpack
 
@@ -552,7 +552,11 @@ def _bin_header(size: int) -> bytes:
 # ---------------------------------------------------------------------------------------------------- loading
 
 
-def _view(data: Any, desc: Sequence[int], typecode: str) -> Any:
+# The array typecodes stored columns use (unsigned ends and codes, float64 values, float32 boosts).
+_Typecode = Literal["B", "H", "I", "Q", "d", "f"]
+
+
+def _view(data: Any, desc: Sequence[int], typecode: _Typecode) -> Any:
     """A read-only array over ``data[offset:offset+length]``: numpy without a copy, else a memoryview cast."""
     offset, length = desc
     if np is not None:
@@ -590,7 +594,7 @@ class DictColumn:
 
     __slots__ = ("values", "codes", "_position")
 
-    def __init__(self, data: bytes, desc: Mapping[str, Any]) -> None:
+    def __init__(self, data: bytes | bytearray | memoryview, desc: Mapping[str, Any]) -> None:
         self.values: list[str] = list(desc["values"])
         self.codes = _view(data, desc["codes"], desc["type"])
         self._position: dict[str, int] | None = None
@@ -614,7 +618,7 @@ class DictColumn:
 class NumericColumn:
     __slots__ = ("values",)
 
-    def __init__(self, data: bytes, desc: Mapping[str, Any]) -> None:
+    def __init__(self, data: bytes | bytearray | memoryview, desc: Mapping[str, Any]) -> None:
         self.values = _view(data, desc["data"], "d")
 
     def __len__(self) -> int:
@@ -707,7 +711,7 @@ class Snapshot:
 
     def index_cardinalities(self) -> dict[str, dict[str, int]]:
         return {
-            column: {v: bitmap.cardinality(self.index(column, v)) for v in values}  # type: ignore[arg-type]
+            column: {v: bitmap.cardinality(self.index(column, v)) for v in values}
             for column, values in self.index_values.items()
         }
 

@@ -347,7 +347,7 @@ def _pair_idents(ids_a: Sequence[int], ids_b: Sequence[int], s: int, t: int, use
         a = np.asarray(ids_a, dtype=np.uint64)[:, None]
         b = (np.asarray(ids_b, dtype=np.uint64) * np.uint64(_GOLDEN))[None, :]
         return _mix64_np((a ^ b) + np.uint64(salt)).reshape(-1).tolist()
-    return [_mix64((((a ^ ((b * _GOLDEN) & _M64)) + salt) & _M64)) for a in ids_a for b in ids_b]
+    return [_mix64(((a ^ ((b * _GOLDEN) & _M64)) + salt) & _M64) for a in ids_a for b in ids_b]
 
 
 def _exclusion_masks(eligible: Sequence[Sequence[str]],
@@ -379,7 +379,7 @@ def _memory_of(u: float, weights: Sequence[float]) -> int:
 
 
 def _table_py(seed, rows, weights, u_mean, u_var, pairs, starts, p_mean, p_var, excluded, idents_u, idents_p,
-              eligible, sweeps):  # type: ignore[no-untyped-def]
+              eligible, sweeps):
     slots = len(eligible)
     winners: list[tuple[str, ...] | None] = []
     mems: list[int] = []
@@ -412,12 +412,14 @@ def _table_py(seed, rows, weights, u_mean, u_var, pairs, starts, p_mean, p_var, 
             pd[(s, t)] = grid
 
         def allowed(s: int, i: int, c: list[int], fixed: Sequence[int]) -> bool:
-            for t in fixed:
+            for t in fixed:  # noqa: SIM110 - hot path: all() over a generator takes twice as long
                 if t != s and c[t] >= 0 and (i, c[t]) in excluded.get((s, t), ()):
                     return False
             return True
 
-        def gain(s: int, i: int, c: list[int], fixed: Sequence[int]) -> float:
+        # gain and score take this row's draws as defaults (bound here; they run only within this row)
+        def gain(s: int, i: int, c: list[int], fixed: Sequence[int], u: list[list[float]] = u,
+                 pd: dict[tuple[int, int], list[list[float]]] = pd) -> float:
             total = u[s][i]
             for a, b in pairs:
                 if a == s and b in fixed and c[b] >= 0:
@@ -458,7 +460,8 @@ def _table_py(seed, rows, weights, u_mean, u_var, pairs, starts, p_mean, p_var, 
                 if not changed:
                     break
 
-        def score(c: list[int]) -> float:
+        def score(c: list[int], u: list[list[float]] = u,
+                  pd: dict[tuple[int, int], list[list[float]]] = pd) -> float:
             total = 0.0
             for s in range(slots):
                 total += u[s][c[s]]
@@ -498,7 +501,7 @@ def _table_py(seed, rows, weights, u_mean, u_var, pairs, starts, p_mean, p_var, 
 
 
 def _table_np(seed, rows, weights, u_mean, u_var, pairs, starts, p_mean, p_var, excluded, idents_u, idents_p,
-              eligible, sweeps):  # type: ignore[no-untyped-def]
+              eligible, sweeps):
     """:func:`_table_py` with numpy: the same draws, starts and climbing order, vectorized over rows."""
     assert np is not None
     slots = len(eligible)

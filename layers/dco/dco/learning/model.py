@@ -426,6 +426,7 @@ def _row_index(name: str, pat: Patterns) -> Any:
         size = len(pat.variants[s])
         x, v = pat.val_idx[d], pat.var_idx[s]
         if pat.numpy:
+            assert np is not None
             return np.where(x >= 0, x * size + v, -1)
         return [xi * size + vi if xi >= 0 else -1 for xi, vi in zip(x, v, strict=True)]
     s, t = int(at[0]), int(at[1])
@@ -508,6 +509,7 @@ def _carry(previous: Mapping[str, Any] | None, memory: int, pat: Patterns, names
                     var[j] = float(old_var[k])
         state.mix[name] = mix
         if pat.numpy:
+            assert np is not None
             state.mean[name] = np.asarray(mean, dtype=float)
             state.var[name] = np.asarray(var, dtype=float)
         else:
@@ -654,6 +656,7 @@ def _fit_np(pat: Patterns, names: list[str], index: dict[str, Any], state: _Stat
             curv = float(np.cumsum(n * p * (1.0 - p))[-1])
             if curv > _MIN_H:
                 step = grad / curv
+                assert state.intercept is not None  # set above, before any sweep
                 state.intercept += step
                 eta += step
         for name in group_names:
@@ -766,6 +769,7 @@ def _predictive_loglik(pat: Patterns, names: list[str], index: dict[str, Any], s
     if state.intercept is None:
         return 0.0
     if pat.numpy:
+        assert np is not None
         t = np.asarray(new_trials, dtype=float)
         mu = np.full(len(t), state.intercept)
         var = np.zeros(len(t))

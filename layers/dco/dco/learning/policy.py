@@ -48,7 +48,7 @@ def model_view(stats: StatsView, creative: str, objective: str, params: Learning
         if model is None and objective == "conversion":
             model = stats.model(creative, "click")
         found = stats.memo[key] = ModelView(model, params)
-    return found  # type: ignore[no-any-return]
+    return found
 
 
 def table_for(
@@ -71,7 +71,7 @@ def table_for(
             table = tables[key] = build_table(view, eligible, dict(ctx), exclusions,
                                               table_seed(getattr(stats, "updated_at", 0), key), params)
         tables[fast] = table
-    return table  # type: ignore[no-any-return]
+    return table
 
 
 def choose(
@@ -147,7 +147,7 @@ def _absolute_counts(stats: StatsView, objective: str) -> dict[str, tuple[float,
                 t = float(row[0])
                 found[base] = (min(float(row[col]), t), t)
         stats.memo[key] = found
-    return found  # type: ignore[no-any-return]
+    return found
 
 
 def _beta_winners(rng: Any, succ: Sequence[float], trials: Sequence[float], prior: tuple[float, float],
@@ -271,10 +271,11 @@ def choose_per_slot(
             per_slot.append(_beta_winners(table_rng, succ, trials, prior, params.pool))
         winners: list[tuple[str, ...] | None] = []
         for k in range(params.pool):
-            combo = tuple(eligible[p][per_slot[p][k]] for p in range(len(eligible)))
-            if banned and any(b in banned.get(a, ()) for a, b in itertools.combinations(combo, 2)):
-                combo = _first_allowed(combo, eligible, banned)
-            winners.append(combo)
+            picked = tuple(eligible[p][per_slot[p][k]] for p in range(len(eligible)))
+            if banned and any(b in banned.get(a, ()) for a, b in itertools.combinations(picked, 2)):
+                winners.append(_first_allowed(picked, eligible, banned))
+            else:
+                winners.append(picked)
         return Table(winners, [0] * params.pool)
 
     return _pooled(stats, key, build, rng)
