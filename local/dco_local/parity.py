@@ -26,9 +26,9 @@ TIE = 1e-9
 def compare(obj: dict[str, Any], contexts: Sequence[dict[str, str]], eligible: Sequence[Sequence[str]],
             creative: str = "cr-sim", objective: str = "click") -> dict[str, Any]:
     """Fit both paths on ``obj``'s counters (cold), draw both tables per context, compare."""
+    from dco.learning.context import model_context
     from dco.learning.draws import ModelView, build_table, table_seed
     from dco.learning.model import KeyParser, fit_models
-    from dco.learning.context import model_context
 
     rows = obj.get("contexts") or {}
     now = int(obj.get("updated_at", 0))
