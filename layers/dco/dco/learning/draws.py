@@ -38,6 +38,11 @@ _INV32 = 1.0 / 4294967296.0
 _TWO_PI = 2.0 * math.pi
 _ACTIVE = 0.005  # a pair group whose effects all have |mean| and sd below this (logit) is not drawn
 _START = 0.05  # the hill-climb also starts from a pair group's best pair when one of its means reaches this
+if np is not None:
+    _S32 = np.uint64(32)
+    _LOW32 = np.uint64(0xFFFFFFFF)
+    _MIX_STEPS = ((np.uint64(30), np.uint64(0xBF58476D1CE4E5B9)), (np.uint64(27), np.uint64(0x94D049BB133111EB)),
+                  (np.uint64(31), None))
 
 
 def _mix64(x: int) -> int:
@@ -81,22 +86,40 @@ def _uniform_py(seed: int, row: int, ident: int) -> float:
 
 
 def _normals_np(seed: int, rows: int, idents: Sequence[int]) -> Any:
-    """:func:`normals_py` with numpy (uint64 arithmetic wraps like the masked Python ints)."""
+    """:func:`normals_py` with numpy (uint64 arithmetic wraps like the masked Python ints). In place: a table's
+    draws are most of its cost. ``2 pi / 2 ** 32`` in one factor is exact (a power of two)."""
     assert np is not None
     k = (np.arange(rows, dtype=np.uint64) * np.uint64(_ROW))[:, None]
-    ids = (np.asarray(idents, dtype=np.uint64) * np.uint64(_GOLDEN))[None, :]
-    x = (np.uint64(seed) + k) + ids
-    a = _mix64_np(x)
-    u1 = ((a >> np.uint64(32)).astype(float) + 0.5) * _INV32
-    u2 = (a & np.uint64(0xFFFFFFFF)).astype(float) * _INV32
-    return np.sqrt(-2.0 * np.log(u1)) * np.cos(_TWO_PI * u2)
+    ids = (np.asarray(idents, dtype=np.uint64) * np.uint64(_GOLDEN) + np.uint64(seed))[None, :]
+    x = np.add(k, ids)
+    t = np.empty_like(x)
+    _mix64_np(x, t)
+    np.right_shift(x, _S32, out=t)
+    u1 = t.astype(float)
+    u1 += 0.5
+    u1 *= _INV32
+    np.bitwise_and(x, _LOW32, out=t)
+    u2 = t.astype(float)
+    u2 *= _TWO_PI * _INV32
+    np.log(u1, out=u1)
+    u1 *= -2.0
+    np.sqrt(u1, out=u1)
+    np.cos(u2, out=u2)
+    u1 *= u2
+    return u1
 
 
-def _mix64_np(x: Any) -> Any:
+def _mix64_np(x: Any, t: Any | None = None) -> Any:
+    """The SplitMix64 finalizer of :func:`_mix64`, in place on ``x`` (``t``: scratch of its shape)."""
     assert np is not None
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
+    if t is None:
+        t = np.empty_like(x)
+    for shift, factor in _MIX_STEPS:
+        np.right_shift(x, shift, out=t)
+        np.bitwise_xor(x, t, out=x)
+        if factor is not None:
+            np.multiply(x, factor, out=x)
+    return x
 
 
 def _uniforms_rows_np(seed: int, rows: int, ident: int) -> Any:
