@@ -159,8 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     from dco_local import bench
 
     bench.add_parser(sub)
-    from dco_local import evaluate, report, scenarios, simulate
-    for module in (simulate, scenarios, evaluate, report):
+    from dco_local import evaluate, parity, report, scenarios, simulate
+    for module in (simulate, scenarios, parity, evaluate, report):
         module.add_parser(sub)
     from dco_local import demo  # the main job: dco demo
 

@@ -91,3 +91,69 @@ def scenario_parity(path: str, impressions: int, seed: int = 1) -> dict[str, Any
     out = compare(result.stats_object, contexts, eligible)
     out["scenario"] = Path(path).name
     return out
+
+
+def run_parity(files: Sequence[str], impressions: int, seeds: Sequence[int], quiet: bool = True) -> dict[str, Any]:
+    """:func:`scenario_parity` over scenario files and seeds (a progress bar on stderr unless ``quiet``): per run
+    and in total, the rows compared, equal, differing and differing by a floating-point tie."""
+    from dco_local.suite import _progress
+
+    runs = []
+    bar = _progress(len(files) * len(seeds), quiet)
+    try:
+        for path in files:
+            for seed in seeds:
+                found = scenario_parity(path, impressions, seed)
+                found["seed"] = seed
+                runs.append(found)
+                if bar is not None:
+                    bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    total = {k: sum(r[k] for r in runs) for k in ("rows", "equal", "differing", "differing_ties")}
+    total["equal_share"] = total["equal"] / total["rows"] if total["rows"] else 1.0
+    total["largest_gap_where_differing"] = max((r["largest_gap_where_differing"] for r in runs), default=0.0)
+    total["largest_model_difference"] = max((r["largest_model_difference"] for r in runs), default=0.0)
+    return {"impressions": impressions, "seeds": list(seeds), "runs": runs, "total": total}
+
+
+def cmd_parity(args: Any) -> int:
+    import json
+    import sys
+
+    from dco_local.suite import SuiteError, parse_seeds, suite_files
+
+    try:
+        if args.impressions < 1000:
+            raise SuiteError(f"--impressions must be at least 1000, got {args.impressions}")
+        seeds = parse_seeds(args.seeds)
+        files = suite_files(args.suite)
+    except SuiteError as exc:
+        print(f"dco parity: {exc}", file=sys.stderr)
+        return 2
+    found = run_parity(files, args.impressions, seeds, quiet=args.json)
+    total = found["total"]
+    if args.json:
+        print(json.dumps(found))
+    else:
+        for r in found["runs"]:
+            print(f"{r['scenario']:24s} seed {r['seed']}: {r['equal']}/{r['rows']} rows alike, "
+                  f"{r['differing']} differ ({r['differing_ties']} ties), model difference "
+                  f"{r['largest_model_difference']:.2e}")
+        print(f"total: {total['equal']}/{total['rows']} rows alike ({100 * total['equal_share']:.3f} %), "
+              f"{total['differing']} differ, {total['differing_ties']} of them floating-point ties "
+              f"(largest gap {total['largest_gap_where_differing']:.2e}); largest model difference "
+              f"{total['largest_model_difference']:.2e}")
+    # the verdict: every differing row a tie
+    return 0 if total["differing"] == total["differing_ties"] else 1
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("parity", help="compare the learner's numpy and pure-Python paths on a suite's scenarios")
+    p.add_argument("--suite", required=True, help="a directory of scenario files, or one file")
+    p.add_argument("--impressions", type=int, default=20_000,
+                   help="impressions each scenario is played for before the comparison (default 20,000)")
+    p.add_argument("--seeds", default="1", help="seeds (1-5, or 1,3,7; default 1)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_parity)

@@ -214,12 +214,20 @@ def text_table(summary: dict[str, Any], policy: str) -> str:
     return "\n".join(lines)
 
 
+def suite_files(suite: str) -> list[str]:
+    """The scenario files of ``suite``: a directory's ``*.json`` files (sorted), or one file."""
+    folder = Path(suite)
+    if folder.is_file():
+        return [str(folder)]
+    files = sorted(str(p) for p in folder.glob("*.json")) if folder.is_dir() else []
+    if not files:
+        raise SuiteError(f"--suite {suite!r} is not a directory with scenario files (*.json)")
+    return files
+
+
 def cmd_suite(args: argparse.Namespace) -> int:
     try:
-        folder = Path(args.suite)
-        files = sorted(str(p) for p in folder.glob("*.json")) if folder.is_dir() else []
-        if not files:
-            raise SuiteError(f"--suite {args.suite!r} is not a directory with scenario files (*.json)")
+        files = suite_files(args.suite)
         seeds = parse_seeds(args.seeds)
         if not 0.0 < args.scale <= 1.0:
             raise SuiteError(f"--scale must be in (0, 1], got {args.scale}")

@@ -38,3 +38,34 @@ def test_the_counter_based_normals_are_the_same_numbers_on_both_paths():
     slow = normals_py(987654321, 50, idents)
     assert float(abs(fast - np.asarray(slow)).max()) < 1e-12
     assert abs(float(fast.mean())) < 0.5 and 0.6 < float(fast.std()) < 1.4
+
+
+def test_dco_parity_over_a_suite_directory_prints_the_total_and_exits_0_when_every_difference_is_a_tie(
+        tmp_path, capsys):
+    from dco_local.cli import main
+    from dco_local.scenarios import generate
+
+    for family in ("flat", "context"):
+        (tmp_path / f"{family}.json").write_text(json.dumps(generate(family, 1, 2)))
+    assert main(["parity", "--suite", str(tmp_path), "--impressions", "4000", "--seeds", "1,2", "--json"]) == 0
+    found = json.loads(capsys.readouterr().out)
+    assert [(r["scenario"], r["seed"]) for r in found["runs"]] == [
+        ("context.json", 1), ("context.json", 2), ("flat.json", 1), ("flat.json", 2)]
+    total = found["total"]
+    assert total["rows"] == sum(r["rows"] for r in found["runs"]) >= 4 * 256
+    assert total["equal_share"] >= 0.999
+    assert total["differing"] == total["differing_ties"]
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--suite", "{tmp}/none"], "is not a directory with scenario files"),
+    (["--suite", "{tmp}", "--seeds", "x"], "--seeds"),
+    (["--suite", "{tmp}", "--impressions", "10"], "--impressions must be at least 1000"),
+])
+def test_dco_parity_names_the_bad_argument_and_exits_2(tmp_path, capsys, argv, message):
+    from dco_local.cli import main
+    from dco_local.scenarios import generate
+
+    (tmp_path / "flat.json").write_text(json.dumps(generate("flat", 1, 1)))
+    assert main(["parity"] + [a.replace("{tmp}", str(tmp_path)) for a in argv]) == 2
+    assert message in capsys.readouterr().err
