@@ -7,7 +7,15 @@ Events are synthetic but shaped like the retail campaign's (examples/retail/camp
 - 15% product cards (``cr-product|SKU-...``: the top 200 products of each region's filter);
 - 10% the house ad, 5% the video spot (arm = creative);
 - context ``{region, device}`` (six regions and a national share; mobile/desktop/tablet), holdout 10%;
-- impressions with ~2% clicks and ~0.2% conversions (with a value), ``ts`` spread over two days (two buckets).
+- impressions with ~2% clicks and ~0.2% conversions (with a value), ``ts`` spread over two days (one epoch of
+  discounted sums: an epoch is eight one-day half-lives, dco.learning.contract).
+
+Counter keys per event (dco.learning.contract.counter_keys): ``arm:<arm>``, ``arm:<creative>`` (dynamic and
+assembled creatives), ``split:<holdout|optimized>``, and for a steered (not holdout) assembled decision one
+``ctx:<combination>@device=<d>[@region=<r>]`` counter: 4 keys for a steered assembled event, 3 for a holdout one
+or a product card, 2 for the house ad and the video (about 3.45 per event). A ``ctx:`` counter also sums each
+event's time-discounted weight per epoch (:func:`dco.learning.contract.decay_stamp`), written as attributes
+``d<epoch>i/c/n`` of its own item in the same UpdateItem as its totals: no counter or write of its own.
 
 Figures:
 
@@ -18,7 +26,8 @@ Figures:
   and fills over the batches, as in a warm fold function);
   ``calibration_mops_per_cpu_s`` a fixed pure-Python loop's speed in the same run, to compare machines. The baseline
   ``naive_events_per_s`` is a per-event loop that, for each event and each of its counters, builds the
-  UpdateItem it would send (what a fold without per-batch aggregation does on the CPU side).
+  UpdateItem it would send (what a fold without per-batch aggregation does on the CPU side; its requests carry
+  the all-time counts only, not a ``ctx:`` counter's discounted sums).
 - ``writes`` / ``distinct_counters``: one batch of the Lambda batch size (1000 records, infra/template.yaml's
   fold mapping) aggregated and applied with :meth:`dco.aws.counters.CounterStore.apply` against moto in-process
   (``mock_aws``; tables from infra/template.yaml as tests/functional/conftest.py builds them).
