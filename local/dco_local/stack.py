@@ -90,6 +90,11 @@ NOTIFICATION_QUEUE = "s3-notifications"
 
 _ACTIVE: LocalStack | None = None
 _ACTIVE_LOCK = threading.Lock()
+# Powertools' event handler keeps the request being resolved in a class attribute that every resolver of the
+# process shares (BaseRouter.current_event, set by resolve()). In Lambda each function has its own process; here
+# the functions behind the gateway (those with HttpApi routes: decide, track) share one, so they take turns:
+# otherwise a decide request could be matched, or read, as the track request that started meanwhile.
+_HTTP_FUNCTIONS_LOCK = threading.Lock()
 
 
 class LocalStackError(RuntimeError):
@@ -114,14 +119,15 @@ class LambdaContext:
 
 
 class _Function:
-    """One function's execution environment: its module (imported at the first call) and a lock."""
+    """One function's execution environment: its module (imported at the first call) and a lock (one lock for
+    all the functions with HTTP routes, see _HTTP_FUNCTIONS_LOCK)."""
 
     def __init__(self, spec: FunctionSpec, module_name: str, physical_name: str, region: str) -> None:
         self.spec = spec
         self.module_name = module_name
         self.physical_name = physical_name
         self.region = region
-        self.lock = threading.Lock()
+        self.lock = _HTTP_FUNCTIONS_LOCK if spec.routes else threading.Lock()
         self.module: ModuleType | None = None
         self.entry: Any = None
         self.invocations = 0
