@@ -115,8 +115,11 @@ _SHARED = _Shared()
 class _Detached(Protocol):
     """The detached PCG64 state :class:`NumpyRng` and :class:`PureRng` both keep (their ``_next32``)."""
 
+    _seed: int
     _state: int | None
     _half: int
+
+    def _next32(self) -> int: ...
 
 
 def _detached_next32(self: _Detached) -> int:
@@ -133,6 +136,23 @@ def _detached_next32(self: _Detached) -> int:
     out = ((x >> rot) | (x << (64 - rot))) & _M64
     self._half = out >> 32
     return out & 0xFFFFFFFF
+
+
+def _detached_integers(self: _Detached, n: int) -> int:
+    """numpy's ``Generator.integers(n)`` for ``1 <= n < 2 ** 32`` on the detached state (random_bounded_uint64_fill):
+    Lemire's multiply-and-reject on 32-bit draws, which come in pairs from one 64-bit output."""
+    if n == 1:
+        return 0  # numpy draws nothing for a range of one
+    if self._state is None:
+        self._state = _pcg_start(self._seed)
+    m = self._next32() * n
+    leftover = m & 0xFFFFFFFF
+    if leftover < n:
+        threshold = (0xFFFFFFFF - (n - 1)) % n
+        while leftover < threshold:
+            m = self._next32() * n
+            leftover = m & 0xFFFFFFFF
+    return m >> 32
 
 
 class NumpyRng:
@@ -199,20 +219,7 @@ class NumpyRng:
         state = self._state
         if state == -1 or type(n) is not int or not 1 <= n <= 0xFFFFFFFF:
             return int(self._take().integers(n))
-        # numpy's Generator.integers(n) for n < 2**32, in Python (random_bounded_uint64_fill): Lemire's
-        # multiply-and-reject on 32-bit draws, which come in pairs from one 64-bit output (the upper half kept)
-        if n == 1:
-            return 0  # numpy draws nothing for a range of one
-        if state is None:
-            self._state = _pcg_start(self._seed)
-        m = self._next32() * n
-        leftover = m & 0xFFFFFFFF
-        if leftover < n:
-            threshold = (0xFFFFFFFF - (n - 1)) % n
-            while leftover < threshold:
-                m = self._next32() * n
-                leftover = m & 0xFFFFFFFF
-        return m >> 32
+        return _detached_integers(self, n)
 
     _next32 = _detached_next32
 
@@ -250,18 +257,7 @@ class PureRng:
             if self._r is None:
                 self._r = _random.Random(self._seed)
             return self._r.randrange(n)
-        if n == 1:
-            return 0
-        if self._state is None:
-            self._state = _pcg_start(self._seed)
-        m = self._next32() * n
-        leftover = m & 0xFFFFFFFF
-        if leftover < n:
-            threshold = (0xFFFFFFFF - (n - 1)) % n
-            while leftover < threshold:
-                m = self._next32() * n
-                leftover = m & 0xFFFFFFFF
-        return m >> 32
+        return _detached_integers(self, n)
 
     _next32 = _detached_next32
 

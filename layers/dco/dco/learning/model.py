@@ -744,19 +744,18 @@ def _fit_py(pat: Patterns, names: list[str], index: dict[str, Any], state: _Stat
             state.var[name] = var
             state.mix[name] = mix
 
+    def add_means(group_names: list[str], eta: list[float]) -> None:
+        for name in group_names:
+            mean = state.mean[name]
+            for i, j in enumerate(idx[name]):
+                if j >= 0:
+                    eta[i] += mean[j]
+
     eta = [state.intercept] * len(n)
-    for name in first:
-        mean = state.mean[name]
-        for i, j in enumerate(idx[name]):
-            if j >= 0:
-                eta[i] += mean[j]
+    add_means(first, eta)
     for _ in range(sweeps):
         sweep(first, eta, True)
-    for name in pairs:
-        mean = state.mean[name]
-        for i, j in enumerate(idx[name]):
-            if j >= 0:
-                eta[i] += mean[j]
+    add_means(pairs, eta)
     for _ in range(sweeps):
         sweep(pairs, eta, False)
 
