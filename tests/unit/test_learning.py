@@ -96,8 +96,7 @@ def test_fit_recovers_a_main_effect_and_a_context_effect_and_shrinks_empty_group
         g = groups[name]
         assert max(abs(x) for x in g["mean"]) < 0.08, name
         assert max(g["var"]) < 0.01, name
-        # the data moved the group's prior towards no effect, well past a group that carries signal
-        assert g["mix"][0] > groups["main:1"]["mix"][0] + 0.2, name
+        assert g["mix"][0] > 0.5, name  # most of the group's prior weight at no effect
 
 
 def test_a_constant_dimension_costs_nothing_in_the_decisions():

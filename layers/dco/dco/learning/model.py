@@ -443,12 +443,11 @@ def prior_var(mix: Sequence[float], grid: Sequence[float]) -> float:
 
 
 def dirichlet(params: LearningParams, size: int) -> list[float]:
-    """The Dirichlet prior of a group's mixture weights: ``null_weight * sqrt(size)`` pseudo-effects of "no
-    effect" (at least 1), one on every other component. The presumption of sparsity grows with the group (a
-    group of 240 region x image effects is presumed to hold relatively fewer of them than a group of 6 CTAs)
-    but stays well below its data (one pseudo-effect per effect swamps what a large group learns; a fixed
-    count is no presumption at all for a large one): docs/learning.md, "Parameters", has the comparison."""
-    return [max(1.0, params.null_weight * math.sqrt(size))] + [1.0] * (len(params.scale_grid) - 1)
+    """The Dirichlet prior of a group's mixture weights: ``null_weight`` pseudo-effects of "no effect" per effect
+    of the group (a group is presumed to hold only a few effects, however large it is: its unobserved effects
+    are then nearly surely nothing), one on every other component (docs/learning.md, "Parameters", has the
+    comparison with other scalings)."""
+    return [max(1.0, params.null_weight * size)] + [1.0] * (len(params.scale_grid) - 1)
 
 
 def memory_grid(params: LearningParams, memory: int) -> tuple[float, ...]:

@@ -21,9 +21,9 @@ SCALE_GRID: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
 class LearningParams:
     """Parameters of the model (dco.learning.model) and of its draws (dco.learning.draws).
 
-    ``null_weight``: pseudo-effects on the no-effect component of a group's mixture prior, times the square root
-    of the group's size (the rest of the grid has one each): a group is presumed to hold only a few effects
-    (effect sparsity), so an effect its data say nothing about is nearly surely nothing.
+    ``null_weight``: pseudo-effects on the no-effect component of a group's mixture prior, per effect of the group
+    (the rest of the grid has one each): a group is presumed to hold only a few effects, however many it could
+    hold (effect sparsity), so an effect its data say nothing about is nearly surely nothing.
     ``switches_per_day``: the learner mixes a model of all evidence and a model of time-discounted evidence (weight
     ``0.5 ** (age / half-life)``, the half-life :data:`dco.learning.contract.RECENT_HALF_LIFE_S` that the fold's
     discounted sums are kept with) by how well each predicted the outcomes that came in since the previous
